@@ -32,6 +32,8 @@ def data_root() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Tests never read or write the user's real cache.
     monkeypatch.setenv("FEDSCOPE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fedscope-cache"))

@@ -9,6 +9,7 @@ stale copy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -137,8 +138,6 @@ def cached(
     ds = build()
     ds.fingerprint = key
     if use_cache:
-        try:
+        with contextlib.suppress(OSError):  # a read-only cache location must not stop a load
             save(ds, entry)
-        except OSError:
-            pass  # a read-only cache location must not stop a load
     return ds

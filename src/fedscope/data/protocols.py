@@ -57,7 +57,9 @@ def leave_one_out(
     dropped: dict[str, int] = {}
     n_short = int((~splittable).sum())
     if n_short:
-        dropped[f"users with fewer than {LOO_MIN_LENGTH} interactions (not evaluated, kept for training)"] = n_short
+        dropped[
+            f"users with fewer than {LOO_MIN_LENGTH} interactions (not evaluated, kept for training)"
+        ] = n_short
     return CrossDomainDataset(
         name=name,
         protocol=protocol,

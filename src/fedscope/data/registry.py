@@ -107,6 +107,8 @@ def load_dataset(
     if folder is None:  # generated: cheap to rebuild and keyed by its options alone
         files: list[Path] = []
     else:
-        files = [folder / f for f in (*s.required_files, *s.optional_files) if (folder / f).is_file()]
+        files = [
+            folder / f for f in (*s.required_files, *s.optional_files) if (folder / f).is_file()
+        ]
     key = cache.content_key(s.name, s.version, files, opts)
     return cache.cached(key, build, use_cache=use_cache)

@@ -68,7 +68,9 @@ def load_or_draw(
     """Candidates from the on-disk store, drawn and stored on first use."""
     if not dataset.fingerprint:
         return draw_candidates(dataset, split, n_negatives, seed)
-    path = cache.cache_dir() / "candidates" / f"{dataset.fingerprint}-{split}-{n_negatives}-{seed}.npz"
+    path = (
+        cache.cache_dir() / "candidates" / f"{dataset.fingerprint}-{split}-{n_negatives}-{seed}.npz"
+    )
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:

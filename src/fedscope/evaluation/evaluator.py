@@ -111,7 +111,9 @@ class EvalResult:
 
     @property
     def mode_label(self) -> str:
-        return f"sampled ({self.n_negatives} negatives)" if self.mode == "sampled" else "full ranking"
+        return (
+            f"sampled ({self.n_negatives} negatives)" if self.mode == "sampled" else "full ranking"
+        )
 
 
 class Evaluator:
@@ -234,7 +236,9 @@ class Evaluator:
                 "negatives (their domain is small) and were ranked against all of them"
             )
         if len(self.selected) < len(self.split):
-            notes.append(f"evaluated a fixed random subset of {len(self.selected)} of {len(self.split)} instances")
+            notes.append(
+                f"evaluated a fixed random subset of {len(self.selected)} of {len(self.split)} instances"
+            )
         return EvalResult(
             scorer=name,
             dataset=self.dataset.name,

@@ -45,7 +45,9 @@ def expected_metrics(higher: np.ndarray, equal: np.ndarray) -> dict[str, np.ndar
         out[f"HR@{k}"] = np.clip(k - first + 1, 0, n_pos) / n_pos
     for k in NDCG_KS:
         upto = np.minimum(last, k)
-        out[f"NDCG@{k}"] = np.where(first <= k, (gain[np.maximum(upto, first - 1)] - gain[first - 1]) / n_pos, 0.0)
+        out[f"NDCG@{k}"] = np.where(
+            first <= k, (gain[np.maximum(upto, first - 1)] - gain[first - 1]) / n_pos, 0.0
+        )
     out["MRR"] = (recip[last] - recip[first - 1]) / n_pos
     out["mean_rank"] = 1.0 + higher + equal / 2.0
     return out

@@ -30,7 +30,9 @@ def select_on_validation(
     Ties go to the first candidate in iteration order.
     """
     if valid.split_name != "valid" or test.split_name != "test":
-        raise ValueError("select_on_validation needs a validation and a test evaluator, in that order")
+        raise ValueError(
+            "select_on_validation needs a validation and a test evaluator, in that order"
+        )
     if not candidates:
         raise ValueError("no candidates to select from")
     results = {name: valid.evaluate(scorer) for name, scorer in candidates.items()}

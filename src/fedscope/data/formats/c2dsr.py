@@ -42,12 +42,20 @@ def read_item_list(path: Path, log: ProblemLog) -> list[str]:
     for number, line in iter_lines(path, log=log):
         parts = line.split("\t")
         if len(parts) != 3:
-            log.add(path, number, f"expected 3 tab-separated fields (orig_id, ASIN, index), got {len(parts)}")
+            log.add(
+                path,
+                number,
+                f"expected 3 tab-separated fields (orig_id, ASIN, index), got {len(parts)}",
+            )
             keys.append("")
             continue
         _, asin, index = parts
         if not index.strip().isdigit() or int(index) != number - 1:
-            log.add(path, number, f"item index {index!r} should be {number - 1} (the 0-based line number)")
+            log.add(
+                path,
+                number,
+                f"item index {index!r} should be {number - 1} (the 0-based line number)",
+            )
         if asin in seen:
             log.add(path, number, f"duplicate item {asin!r} (first on line {seen[asin]})")
         seen.setdefault(asin, number)
@@ -61,12 +69,20 @@ def read_user_list(path: Path, log: ProblemLog) -> list[str]:
     for number, line in iter_lines(path, log=log):
         parts = line.split("\t")
         if len(parts) != 2:
-            log.add(path, number, f"expected 2 tab-separated fields (reviewerID, user_index), got {len(parts)}")
+            log.add(
+                path,
+                number,
+                f"expected 2 tab-separated fields (reviewerID, user_index), got {len(parts)}",
+            )
             keys.append("")
             continue
         uid, index = parts
         if not index.strip().isdigit() or int(index) != number - 1:
-            log.add(path, number, f"user index {index!r} should be {number - 1} (the 0-based line number)")
+            log.add(
+                path,
+                number,
+                f"user index {index!r} should be {number - 1} (the 0-based line number)",
+            )
         if uid in seen:
             log.add(path, number, f"duplicate user {uid!r} (first on line {seen[uid]})")
         seen.setdefault(uid, number)
@@ -80,14 +96,20 @@ def read_item_text(path: Path, keys: list[str], log: ProblemLog) -> tuple[str, .
     for number, line in iter_lines(path, log=log, skip_header=True):
         parts = line.split("\t")
         if len(parts) != 4:
-            log.add(path, number, f"expected 4 tab-separated fields (index, global_id, asin, title), got {len(parts)}")
+            log.add(
+                path,
+                number,
+                f"expected 4 tab-separated fields (index, global_id, asin, title), got {len(parts)}",
+            )
             continue
         index, _, asin, title = parts
         if not index.isdigit() or int(index) >= len(keys):
             log.add(path, number, f"item index {index!r} out of range [0, {len(keys)})")
             continue
         if keys[int(index)] and asin != keys[int(index)]:
-            log.add(path, number, f"ASIN {asin!r} does not match the item list ({keys[int(index)]!r})")
+            log.add(
+                path, number, f"ASIN {asin!r} does not match the item list ({keys[int(index)]!r})"
+            )
             continue
         titles[int(index)] = title.strip()
     return tuple(titles)
@@ -101,7 +123,9 @@ def read_windows(
     for number, line in iter_lines(path, log=log):
         fields = line.rstrip("\t").split("\t")
         if len(fields) < 2 or not fields[0].strip().isdigit() or not fields[1].strip().isdigit():
-            log.add(path, number, "malformed line: expected user_index<TAB>line_id<TAB>item|ts|date|...")
+            log.add(
+                path, number, "malformed line: expected user_index<TAB>line_id<TAB>item|ts|date|..."
+            )
             continue
         user, line_id = int(fields[0]), int(fields[1])
         if n_users is not None and user >= n_users:
@@ -114,12 +138,16 @@ def read_windows(
         for j, token in enumerate(tokens):
             parts = token.split("|")
             if len(parts) < 2 or not parts[0].isdigit() or not parts[1].lstrip("-").isdigit():
-                log.add(path, number, f"malformed token {j + 1} {token!r}: expected item|unix_ts|date|")
+                log.add(
+                    path, number, f"malformed token {j + 1} {token!r}: expected item|unix_ts|date|"
+                )
                 bad = True
                 continue
             items[j], times[j] = int(parts[0]), int(parts[1])
             if n_items is not None and items[j] >= n_items:
-                log.add(path, number, f"item id {items[j]} (token {j + 1}) out of range [0, {n_items})")
+                log.add(
+                    path, number, f"item id {items[j]} (token {j + 1}) out of range [0, {n_items})"
+                )
                 bad = True
         if not tokens:
             log.add(path, number, "empty sequence: the window has no items")
@@ -134,7 +162,9 @@ def read_windows(
     return windows
 
 
-def check_one_window_per_user(windows: list[Window], path: Path, log: ProblemLog, seen: dict[int, str]) -> None:
+def check_one_window_per_user(
+    windows: list[Window], path: Path, log: ProblemLog, seen: dict[int, str]
+) -> None:
     for w in windows:
         if w.user in seen:
             line = int(w.source.rsplit(":", 1)[1])
@@ -181,13 +211,27 @@ def build(folder: Path | None, log: ProblemLog, options: dict[str, Any]) -> Cros
 def _empty(name: str, domains: list[Domain], users: list[str]) -> CrossDomainDataset:
     z = np.zeros(0, dtype=np.int64)
     return CrossDomainDataset(
-        name, "invalid", "", domains, users, z, np.zeros(1, np.int64), z, z, z,
-        EvalSplit.empty(), EvalSplit.empty(),
+        name,
+        "invalid",
+        "",
+        domains,
+        users,
+        z,
+        np.zeros(1, np.int64),
+        z,
+        z,
+        z,
+        EvalSplit.empty(),
+        EvalSplit.empty(),
     )
 
 
 def _derived_loo(
-    name: str, domains: list[Domain], users: list[str], split_windows: dict[str, list[Window]], notes: list[str]
+    name: str,
+    domains: list[Domain],
+    users: list[str],
+    split_windows: dict[str, list[Window]],
+    notes: list[str],
 ) -> CrossDomainDataset:
     per_user: list[Window | None] = [None] * len(users)
     for fname in ("validdata_new.txt", "testdata_new.txt"):
@@ -216,7 +260,11 @@ def _derived_loo(
 
 
 def _given_split(
-    name: str, domains: list[Domain], users: list[str], split_windows: dict[str, list[Window]], notes: list[str]
+    name: str,
+    domains: list[Domain],
+    users: list[str],
+    split_windows: dict[str, list[Window]],
+    notes: list[str],
 ) -> CrossDomainDataset:
     train = split_windows["traindata_new.txt"]
     valid = split_windows.get("validdata_new.txt", [])
@@ -293,13 +341,17 @@ def validate_file(path: Path, log: ProblemLog) -> bool:
         lst = folder / f"{letter}list.txt"
         keys = read_item_list(lst, ProblemLog()) if lst.is_file() else []
         read_item_text(path, keys, log)
-    elif name.endswith(".txt") and ("data" in name or name.startswith(("valid", "test", "train"))):
+    elif name.endswith(".txt") and "data" in name:  # traindata_new.txt, validdata_new.txt, ...
         n_items = None
         if (folder / "Alist.txt").is_file() and (folder / "Blist.txt").is_file():
             n_items = len(read_item_list(folder / "Alist.txt", ProblemLog())) + len(
                 read_item_list(folder / "Blist.txt", ProblemLog())
             )
-        n_users = len(read_user_list(folder / "userlist.txt", ProblemLog())) if (folder / "userlist.txt").is_file() else None
+        n_users = (
+            len(read_user_list(folder / "userlist.txt", ProblemLog()))
+            if (folder / "userlist.txt").is_file()
+            else None
+        )
         ws = read_windows(path, n_items, n_users, log)
         if "train" not in name:
             check_one_window_per_user(ws, path, log, {})

@@ -1,0 +1,3 @@
+from fedscope.cli.main import main
+
+main()

@@ -1,0 +1,73 @@
+"""Result tables for the terminal (rich) and for documents (Markdown).
+
+Every table states the data set, the split protocol and the ranking protocol,
+because numbers without them cannot be compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.table import Table
+
+from fedscope.evaluation.evaluator import EvalResult
+
+DEFAULT_METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
+
+
+def _groups(results: Sequence[EvalResult], groups: Sequence[str] | None) -> list[str]:
+    if groups is not None:
+        return list(groups)
+    first = results[0]
+    return [g for g in first.metrics if "|" not in g]
+
+
+def caption(results: Sequence[EvalResult]) -> str:
+    r = results[0]
+    return f"{r.dataset} · {r.split} split · {r.protocol} · {r.mode_label} · values in %"
+
+
+def rich_table(
+    results: Sequence[EvalResult],
+    groups: Sequence[str] | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    title: str | None = None,
+) -> Table:
+    table = Table(title=title or caption(results), title_justify="left")
+    table.add_column("method")
+    cols = _groups(results, groups)
+    for g in cols:
+        for m in metrics:
+            table.add_column(f"{g}\n{m}", justify="right")
+    for r in results:
+        row = [r.scorer]
+        for g in cols:
+            vals = r.metrics.get(g, {})
+            row += [f"{100 * vals[m]:.2f}" if m in vals else "–" for m in metrics]
+        table.add_row(*row)
+    return table
+
+
+def markdown_table(
+    results: Sequence[EvalResult],
+    groups: Sequence[str] | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+) -> str:
+    cols = _groups(results, groups)
+    header = ["method"] + [f"{g} {m}" for g in cols for m in metrics]
+    lines = [
+        f"_{caption(results)}_",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    for r in results:
+        vals = [
+            f"{100 * r.metrics[g][m]:.2f}" if g in r.metrics and m in r.metrics[g] else "–"
+            for g in cols
+            for m in metrics
+        ]
+        lines.append("| " + " | ".join([r.scorer, *vals]) + " |")
+    counts = ", ".join(f"{g}: {r.counts.get(g, 0)}" for g in cols)
+    lines += ["", f"Instances — {counts}."]
+    return "\n".join(lines)

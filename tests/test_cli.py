@@ -1,0 +1,73 @@
+"""The `fedscope` command as a user runs it (a real subprocess, the installed entry point)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_file
+
+FEDSCOPE = [sys.executable, "-m", "fedscope.cli"]
+
+
+def run(*args: str, data_root: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200")
+    env.pop("FEDSCOPE_DATA_DIR", None)
+    if data_root is not None:
+        env["FEDSCOPE_DATA_DIR"] = str(data_root)
+    proc = subprocess.run([*FEDSCOPE, *args], capture_output=True, text=True, env=env, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def test_version_and_help():
+    assert "fedscope" in run("--version").stdout
+    assert "data" in run("--help").stdout
+
+
+def test_stats_json_agrees_with_readme(data_root):
+    require_file(data_root, "amazon-food-kitchen/testdata_new.txt")
+    st = json.loads(run("data", "stats", "food-kitchen", "--format", "json", data_root=data_root).stdout)
+    assert st["users"] == 16_579
+    assert [d["items"] for d in st["domains"]] == [29_207, 34_886]
+    assert st["protocol"] == "c2dsr-derived-loo"
+
+
+def test_user_errors_are_one_clear_line_not_a_traceback(tmp_path):
+    p = run("data", "stats", "no-such-set", check=False)
+    assert p.returncode == 2
+    assert "unknown data set 'no-such-set'" in p.stderr and "Traceback" not in p.stderr
+    p = run("data", "stats", "food-kitchen", "--data-dir", str(tmp_path), check=False)
+    assert p.returncode == 2 and "missing" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_validate_reports_each_problem_and_fails(data_root, tmp_path):
+    src = require_file(data_root, "amazon-food-kitchen/validdata_new.txt")
+    broken = tmp_path / "validdata_new.txt"
+    lines = src.read_text().split("\n")
+    lines[1] = lines[1].replace("|", "#", 1)  # malformed token on line 2
+    lines[3] = ""  # blank line in the middle -> line 4
+    broken.write_text("\n".join(lines))
+    p = run("data", "validate", str(broken), check=False)
+    assert p.returncode == 1
+    assert f"{broken}:2:" in p.stderr.replace("\n", "")
+    assert f"{broken}:4:" in p.stderr.replace("\n", "")
+    assert "2 problem(s)" in p.stderr
+    ok = run("data", "validate", str(src.parent), check=False)
+    assert ok.returncode == 0 and "no problems" in ok.stdout
+
+
+@pytest.mark.slow
+def test_floors_json(data_root, tmp_path):
+    require_file(data_root, "amazon-food-kitchen/testdata_new.txt")
+    out = tmp_path / "floors.json"
+    run("floors", "food-kitchen", "--out", str(out), data_root=data_root)
+    results = json.loads(out.read_text())
+    by = {(r["scorer"], r["mode"]): r for r in results}
+    assert by[("random", "sampled")]["metrics"]["overall"]["HR@10"] == pytest.approx(0.01, abs=0.003)
+    assert by[("popularity", "sampled")]["metrics"]["Food"]["HR@10"] > 0.10
+    assert all(r["protocol"] == "c2dsr-derived-loo" for r in results)
