@@ -7,20 +7,23 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import require_file
 
 FEDSCOPE = [sys.executable, "-m", "fedscope.cli"]
 
 
-def run(*args: str, data_root: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    *args: str, data_root: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, COLUMNS="200")
     env.pop("FEDSCOPE_DATA_DIR", None)
     if data_root is not None:
         env["FEDSCOPE_DATA_DIR"] = str(data_root)
     proc = subprocess.run([*FEDSCOPE, *args], capture_output=True, text=True, env=env, timeout=300)
     if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc
 
 
@@ -31,7 +34,9 @@ def test_version_and_help():
 
 def test_stats_json_agrees_with_readme(data_root):
     require_file(data_root, "amazon-food-kitchen/testdata_new.txt")
-    st = json.loads(run("data", "stats", "food-kitchen", "--format", "json", data_root=data_root).stdout)
+    st = json.loads(
+        run("data", "stats", "food-kitchen", "--format", "json", data_root=data_root).stdout
+    )
     assert st["users"] == 16_579
     assert [d["items"] for d in st["domains"]] == [29_207, 34_886]
     assert st["protocol"] == "c2dsr-derived-loo"
@@ -68,6 +73,8 @@ def test_floors_json(data_root, tmp_path):
     run("floors", "food-kitchen", "--out", str(out), data_root=data_root)
     results = json.loads(out.read_text())
     by = {(r["scorer"], r["mode"]): r for r in results}
-    assert by[("random", "sampled")]["metrics"]["overall"]["HR@10"] == pytest.approx(0.01, abs=0.003)
+    assert by[("random", "sampled")]["metrics"]["overall"]["HR@10"] == pytest.approx(
+        0.01, abs=0.003
+    )
     assert by[("popularity", "sampled")]["metrics"]["Food"]["HR@10"] > 0.10
     assert all(r["protocol"] == "c2dsr-derived-loo" for r in results)

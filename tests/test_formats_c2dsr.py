@@ -5,11 +5,11 @@ import time
 
 import numpy as np
 import pytest
+from tests.conftest import require_file
 
 from fedscope.data import DataError, load_dataset
 from fedscope.data.stats import dataset_stats
 from fedscope.data.validate import validate_path
-from tests.conftest import require_file
 
 FK = "amazon-food-kitchen"
 
@@ -29,7 +29,9 @@ def test_food_kitchen_matches_readme_statistics(food_kitchen):
     st = dataset_stats(ds)
     assert st["interactions"] == 76_842 + 86_392
     assert [d["distinct_items_interacted"] for d in st["domains"]] == [24_354, 29_000]
-    assert [d["text_coverage"]["title"] for d in st["domains"]] == pytest.approx([0.289, 0.641], abs=1e-3)
+    assert [d["text_coverage"]["title"] for d in st["domains"]] == pytest.approx(
+        [0.289, 0.641], abs=1e-3
+    )
     # The last item of every window after the stable timestamp sort is the test target:
     # README: valid targets A/B 2,722/5,451 and test 2,747/5,659 over the two files.
     test_dom = np.bincount(ds.target_domains(ds.test), minlength=2)
@@ -86,7 +88,9 @@ def test_validate_lists_every_problem_with_its_line(data_root, tmp_path):
     lines[4] = "\t".join(parts)
     lines[6] = "\t".join(lines[6].split("\t")[:2])  # empty sequence -> line 7
     lines[8] = "\t".join(lines[8].split("\t")[:3])  # one item -> line 9
-    lines[10] = first_user + "\t" + "\t".join(lines[10].split("\t")[1:])  # duplicate user -> line 11
+    lines[10] = (
+        first_user + "\t" + "\t".join(lines[10].split("\t")[1:])
+    )  # duplicate user -> line 11
     (dst / "testdata_new.txt").write_text("\n".join(lines))
 
     problems, _ = validate_path(dst)
@@ -101,8 +105,8 @@ def test_validate_lists_every_problem_with_its_line(data_root, tmp_path):
     assert {p.line for p in alone} >= {3, 5, 7, 9, 11}
     # And loading refuses with all of them at once.
     with pytest.raises(DataError) as exc:
-        from fedscope.data.formats.c2dsr import build
         from fedscope.data.errors import ProblemLog
+        from fedscope.data.formats.c2dsr import build
 
         log = ProblemLog()
         build(dst, log, {"name": "x", "domains": ["A", "B"]})
@@ -130,7 +134,9 @@ def test_duplicate_user_in_userlist(tmp_path):
     f = tmp_path / "userlist.txt"
     f.write_text("U1\t0\nU2\t1\nU1\t2\nU4\t7\n")
     problems, _ = validate_path(f)
-    assert [(p.line, "duplicate user" in p.message or "should be" in p.message) for p in problems] == [
+    assert [
+        (p.line, "duplicate user" in p.message or "should be" in p.message) for p in problems
+    ] == [
         (3, True),
         (4, True),
     ]

@@ -1,12 +1,14 @@
 import numpy as np
 import pytest
-
-from fedscope.data.partition import ClientData, Partitioning, partition
 from tests.helpers import tiny_dataset
 
-SEQS = [[i % 20, 20 + i % 30, (i + 1) % 20, 20 + (i + 3) % 30] for i in range(60)] + [
-    [1, 2, 3] for _ in range(20)
-] + [[21, 22, 23] for _ in range(20)]
+from fedscope.data.partition import ClientData, Partitioning, partition
+
+SEQS = (
+    [[i % 20, 20 + i % 30, (i + 1) % 20, 20 + (i + 3) % 30] for i in range(60)]
+    + [[1, 2, 3] for _ in range(20)]
+    + [[21, 22, 23] for _ in range(20)]
+)
 
 
 @pytest.mark.parametrize("scheme", ["equal", "dirichlet", "powerlaw"])
@@ -18,9 +20,13 @@ def test_user_schemes_cover_every_user_exactly_once(scheme):
     assert p.sizes().min() >= 1
     assert p.sizes().sum() == ds.n_users
     again = partition(ds, 7, scheme, seed=3, alpha=0.3)
-    assert all(np.array_equal(a.users, b.users) for a, b in zip(p.clients, again.clients, strict=True))
+    assert all(
+        np.array_equal(a.users, b.users) for a, b in zip(p.clients, again.clients, strict=True)
+    )
     other = partition(ds, 7, scheme, seed=4, alpha=0.3)
-    assert any(not np.array_equal(a.users, b.users) for a, b in zip(p.clients, other.clients, strict=True))
+    assert any(
+        not np.array_equal(a.users, b.users) for a, b in zip(p.clients, other.clients, strict=True)
+    )
 
 
 def test_equal_sizes_differ_by_at_most_one():
@@ -59,7 +65,9 @@ def test_client_view_splits_mixed_and_per_domain_sequences():
     a = dict(view.train_sequences(0))
     b = dict(view.train_sequences(1))
     for u, items in mixed.items():
-        assert np.array_equal(np.sort(items), np.sort(np.concatenate([a.get(u, []), b.get(u, [])]).astype(int)))
+        assert np.array_equal(
+            np.sort(items), np.sort(np.concatenate([a.get(u, []), b.get(u, [])]).astype(int))
+        )
         assert set(u for u in mixed) <= set(view.users.tolist())
 
 

@@ -26,6 +26,12 @@ from fedscope.data.textio import iter_lines
 WINDOW_FILES = ("traindata_new.txt", "validdata_new.txt", "testdata_new.txt")
 
 
+def _is_uint(text: str) -> bool:
+    # str.isdigit() alone accepts characters such as "²" that int() rejects.
+    t = text.strip()
+    return t.isascii() and t.isdigit()
+
+
 @dataclass
 class Window:
     user: int
@@ -50,7 +56,7 @@ def read_item_list(path: Path, log: ProblemLog) -> list[str]:
             keys.append("")
             continue
         _, asin, index = parts
-        if not index.strip().isdigit() or int(index) != number - 1:
+        if not _is_uint(index) or int(index) != number - 1:
             log.add(
                 path,
                 number,
@@ -77,7 +83,7 @@ def read_user_list(path: Path, log: ProblemLog) -> list[str]:
             keys.append("")
             continue
         uid, index = parts
-        if not index.strip().isdigit() or int(index) != number - 1:
+        if not _is_uint(index) or int(index) != number - 1:
             log.add(
                 path,
                 number,
@@ -103,7 +109,7 @@ def read_item_text(path: Path, keys: list[str], log: ProblemLog) -> tuple[str, .
             )
             continue
         index, _, asin, title = parts
-        if not index.isdigit() or int(index) >= len(keys):
+        if not _is_uint(index) or int(index) >= len(keys):
             log.add(path, number, f"item index {index!r} out of range [0, {len(keys)})")
             continue
         if keys[int(index)] and asin != keys[int(index)]:
@@ -122,12 +128,12 @@ def read_windows(
     windows: list[Window] = []
     for number, line in iter_lines(path, log=log):
         fields = line.rstrip("\t").split("\t")
-        if len(fields) < 2 or not fields[0].strip().isdigit() or not fields[1].strip().isdigit():
+        if len(fields) < 2 or not _is_uint(fields[0]) or not _is_uint(fields[1]):
             log.add(
                 path, number, "malformed line: expected user_index<TAB>line_id<TAB>item|ts|date|..."
             )
             continue
-        user, line_id = int(fields[0]), int(fields[1])
+        user, line_id = int(fields[0].strip()), int(fields[1].strip())
         if n_users is not None and user >= n_users:
             log.add(path, number, f"user index {user} out of range [0, {n_users})")
             continue
@@ -137,7 +143,7 @@ def read_windows(
         bad = False
         for j, token in enumerate(tokens):
             parts = token.split("|")
-            if len(parts) < 2 or not parts[0].isdigit() or not parts[1].lstrip("-").isdigit():
+            if len(parts) < 2 or not _is_uint(parts[0]) or not _is_uint(parts[1].removeprefix("-")):
                 log.add(
                     path, number, f"malformed token {j + 1} {token!r}: expected item|unix_ts|date|"
                 )
