@@ -1,0 +1,157 @@
+"""One typed configuration for an experiment, holding the paper's defaults.
+
+Layers, later ones winning: the defaults below, a TOML or JSON file
+(``--config FILE``), then ``--set section.key=value`` overrides. Every value
+has exactly one home here; code reads it from the config object it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    name: str = "synthetic"
+    data_dir: str | None = None  # default: $FEDSCOPE_DATA_DIR
+    options: dict[str, Any] = Field(default_factory=dict)  # loader options, e.g. {"seed": 1}
+
+
+class PartitionConfig(_Section):
+    n_clients: int = Field(50, ge=1)  # paper: K = 50
+    scheme: Literal["equal", "dirichlet", "powerlaw", "by-domain"] = "equal"
+    alpha: float = Field(0.5, gt=0)  # Dirichlet concentration
+    exponent: float = Field(1.0, ge=0)  # power-law exponent
+    seed: int = 0
+
+
+class ModelConfig(_Section):
+    encoder: Literal["transformer", "gru"] = "transformer"
+    dim: int = Field(64, ge=1)  # paper: d = 64
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(2, ge=1)
+    dropout: float = Field(0.3, ge=0, lt=1)  # paper: 0.3
+    max_len: int = Field(50, ge=2)  # N: the most recent interactions the encoder sees
+    cross_domain_sequence: bool = True  # also encode the aggregated cross-domain sequence S*
+
+
+class LossConfig(_Section):
+    n_negatives: int = Field(1, ge=1)  # sampled negatives per target for the BCE loss
+    alpha: float = Field(0.1, ge=0)  # weight of the contrastive terms
+    lambda_intra: float = Field(0.5, ge=0)
+    lambda_inter: float = Field(0.5, ge=0)
+    intra_align: float = Field(1.0, ge=0)  # lambda^a_intra
+    intra_uniform: float = Field(1.0, ge=0)  # lambda^u_intra
+    inter_align: float = Field(1.0, ge=0)  # lambda^a_inter
+    inter_uniform: float = Field(1.0, ge=0)  # lambda^u_inter
+    tau_intra: float = Field(0.2, gt=0)
+    tau_inter: float = Field(0.2, gt=0)
+    rho: float = Field(0.02, gt=0, le=1)  # K = min(K_max, floor(rho * |U_d|))
+    k_max: int = Field(50, ge=1)
+    m_negatives: int = Field(100, ge=1)  # M sampled intra-domain negatives
+
+
+class TrainConfig(_Section):
+    lr: float = Field(1e-3, gt=0)  # paper grid {1e-4, 5e-4, 1e-3}
+    weight_decay: float = Field(1e-5, ge=0)  # L2, paper grid {1e-5, 5e-5, 1e-4, 5e-4}
+    batch_size: int = Field(256, ge=1)  # paper: 256
+    local_epochs: int = Field(1, ge=1)  # paper: E = 1
+    threads: int = Field(0, ge=0)  # torch threads per client process (0: torch default)
+
+
+class FederationConfig(_Section):
+    regime: Literal["federated", "local", "centralised"] = "federated"
+    rounds: int = Field(200, ge=1)  # paper: T = 200
+    fraction: float = Field(0.2, gt=0, le=1)  # paper: C = 0.2
+    engine: Literal["simulation", "deployment"] = "simulation"
+
+
+class EvalConfig(_Section):
+    n_negatives: int = Field(999, ge=1)  # paper: 999 sampled negatives
+    candidate_seed: int = 0
+    every: int = Field(1, ge=1)  # validate every this many rounds
+    valid_subset: int | None = Field(3000, ge=1)  # fixed subset for per-round validation; None: all
+    selection_metric: Literal["MRR", "HR@10", "NDCG@10"] = "MRR"  # paper: best validation MRR
+    patience: int | None = Field(None, ge=1)  # stop after this many validations without gain
+
+
+class ExperimentConfig(_Section):
+    method: str = "fedscope"
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataConfig = Field(default_factory=DataConfig)
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> ExperimentConfig:
+        if self.model.dim % self.model.n_heads:
+            raise ValueError(
+                f"model.dim ({self.model.dim}) must be divisible by model.n_heads ({self.model.n_heads})"
+            )
+        return self
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message says why."""
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {k!r} is a value, not a section")
+    node[keys[-1]] = value
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
+    """Defaults, then the file (TOML or JSON), then ``key.sub=value`` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: configuration file not found")
+        text = path.read_text()
+        try:
+            tree = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(
+                f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}"
+            ) from exc
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=0.001")
+        key, value = item.split("=", 1)
+        _set_path(tree, key.strip(), _parse_value(value.strip()))
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "config"
+            lines.append(f"{where}: {err['msg']}")
+        source = f"{path}: " if path is not None else ""
+        raise ConfigError(source + "invalid configuration:\n  " + "\n  ".join(lines)) from exc
