@@ -33,18 +33,24 @@ def rich_table(
     metrics: Sequence[str] = DEFAULT_METRICS,
     title: str | None = None,
 ) -> Table:
+    """One row per (group, method), one column per metric: fits a terminal of 80 columns."""
     table = Table(title=title or caption(results), title_justify="left")
+    table.add_column("group")
     table.add_column("method")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    table.add_column("n", justify="right")
     cols = _groups(results, groups)
-    for g in cols:
-        for m in metrics:
-            table.add_column(f"{g}\n{m}", justify="right")
-    for r in results:
-        row = [r.scorer]
-        for g in cols:
+    for gi, g in enumerate(cols):
+        for ri, r in enumerate(results):
             vals = r.metrics.get(g, {})
-            row += [f"{100 * vals[m]:.2f}" if m in vals else "–" for m in metrics]
-        table.add_row(*row)
+            table.add_row(
+                g if ri == 0 else "",
+                r.scorer,
+                *(f"{100 * vals[m]:.2f}" if m in vals else "–" for m in metrics),
+                str(r.counts.get(g, 0)),
+                end_section=ri == len(results) - 1 and gi < len(cols) - 1,
+            )
     return table
 
 
