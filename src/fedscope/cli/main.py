@@ -70,7 +70,7 @@ def _root(
 
 
 # Sub-command modules register themselves on `app` / `data_app` when imported.
-from fedscope.cli import data_commands, eval_commands  # noqa: E402,F401
+from fedscope.cli import data_commands, eval_commands, train_commands  # noqa: E402,F401
 
 
 def main() -> None:
@@ -83,7 +83,7 @@ def main() -> None:
         return
     try:
         app()
-    except (DataError, DatasetNotFoundError) as exc:
+    except (DataError, DatasetNotFoundError, FileExistsError, FileNotFoundError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
     except (KeyError, ValueError) as exc:

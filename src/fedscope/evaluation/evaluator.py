@@ -180,40 +180,50 @@ class Evaluator:
         return higher, equal
 
     def evaluate(self, scorer: Scorer) -> EvalResult:
+        higher, equal = self.rank(scorer, self.selected)
+        return self.summarise(scorer.name, higher, equal)
+
+    def rank(self, scorer: Scorer, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(higher, equal) competitor counts for instances ``rows`` (others: -1 / 0).
+
+        Lets several scorers share one evaluation, e.g. each client's own model ranking its
+        own users' instances (local-only training); merge with :meth:`summarise`.
+        """
         n = len(self.split)
         higher = np.full(n, -1, dtype=np.int64)
         equal = np.zeros(n, dtype=np.int64)
+        rows = np.asarray(rows, dtype=np.int64)
         for d, dom in enumerate(self.dataset.domains):
-            rows_d = self.selected[self.domains[self.selected] == d]
+            rows_d = rows[self.domains[rows] == d]
             for start in range(0, rows_d.shape[0], self.batch_size):
-                rows = rows_d[start : start + self.batch_size]
+                chunk = rows_d[start : start + self.batch_size]
                 batch = EvalBatch(
-                    users=self.users[rows],
-                    histories=[self.dataset.history(self.split, int(i)) for i in rows],
+                    users=self.users[chunk],
+                    histories=[self.dataset.history(self.split, int(i)) for i in chunk],
                     domain=d,
                 )
                 scores = np.asarray(scorer.score(batch), dtype=np.float64)
-                if scores.shape != (len(rows), dom.n_items):
+                if scores.shape != (len(chunk), dom.n_items):
                     raise ValueError(
                         f"scorer {scorer.name!r} returned scores of shape {scores.shape} for domain "
-                        f"{dom.name!r}; expected {(len(rows), dom.n_items)}"
+                        f"{dom.name!r}; expected {(len(chunk), dom.n_items)}"
                     )
                 bad = ~np.isfinite(scores)
                 if bad.any():
                     bad_rows = np.nonzero(bad.any(axis=1))[0]
                     raise NonFiniteScoreError(
                         f"scorer {scorer.name!r} returned {int(bad.sum())} non-finite scores for "
-                        f"{bad_rows.shape[0]} of {len(rows)} users in domain {dom.name!r} "
+                        f"{bad_rows.shape[0]} of {len(chunk)} users in domain {dom.name!r} "
                         f"(first: user {int(batch.users[bad_rows[0]])}); a non-finite score is a "
                         "bug in the model, not a rank"
                     )
-                h, e = self._counts(scores, rows)
-                higher[rows], equal[rows] = h, e
-        return self._summarise(scorer.name, higher, equal)
+                h, e = self._counts(scores, chunk)
+                higher[chunk], equal[chunk] = h, e
+        return higher, equal
 
-    def _summarise(self, name: str, higher: np.ndarray, equal: np.ndarray) -> EvalResult:
-        sel = np.zeros(len(self.split), dtype=bool)
-        sel[self.selected] = True
+    def summarise(self, name: str, higher: np.ndarray, equal: np.ndarray) -> EvalResult:
+        """Metrics over the instances that were ranked (``higher >= 0``)."""
+        sel = higher >= 0
         per = expected_metrics(np.where(sel, higher, 0), np.where(sel, equal, 0))
         groups: dict[str, np.ndarray] = {"overall": sel}
         for d, dom in enumerate(self.dataset.domains):
@@ -235,9 +245,9 @@ class Evaluator:
                 f"{self.candidates.capped} instances had fewer than {self.n_negatives} eligible "
                 "negatives (their domain is small) and were ranked against all of them"
             )
-        if len(self.selected) < len(self.split):
+        if int(sel.sum()) < len(self.split):
             notes.append(
-                f"evaluated a fixed random subset of {len(self.selected)} of {len(self.split)} instances"
+                f"evaluated {int(sel.sum())} of {len(self.split)} instances (a fixed subset)"
             )
         return EvalResult(
             scorer=name,

@@ -1,0 +1,202 @@
+"""``fedscope train``, ``fedscope evaluate``, ``fedscope recommend``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from fedscope.cli.main import app, console
+from fedscope.config import ConfigError, ExperimentConfig, load_config
+from fedscope.evaluation.tables import rich_table
+from fedscope.experiments import runner
+from fedscope.federation import run_dir as layout
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
+]
+
+
+class RoundProgress:
+    """A progress bar over rounds (or epochs) with the latest loss and validation MRR."""
+
+    def __init__(self, total: int, label: str):
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("val MRR {task.fields[mrr]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task(label, total=total, loss="–", mrr="–")
+
+    def update(self, record: dict[str, Any]) -> None:
+        loss = (record.get("client_train") or {}).get("loss")
+        mrr = (record.get("validation") or {}).get("MRR")
+        fields: dict[str, Any] = {}
+        if loss is not None:
+            fields["loss"] = f"{loss:.4f}"
+        if mrr is not None:
+            fields["mrr"] = f"{100 * mrr:.2f}"
+        self.progress.update(self.task, completed=record["round"], **fields)
+
+
+def _poll_metrics(run_dir: Path, bar: RoundProgress, stop: threading.Event) -> None:
+    seen = 0
+    while not stop.is_set():
+        rows = layout.read_metrics(run_dir)
+        for row in rows[seen:]:
+            bar.update(row)
+        seen = len(rows)
+        stop.wait(0.5)
+
+
+def _print_results(results: dict[str, Any]) -> None:
+    meta = results["run"]
+    console.print(
+        f"[bold]{meta['method']}[/] · {meta['regime']} · {meta['dataset']} ({meta['protocol']}) · "
+        f"seed {meta['seed']} · code {meta['code_version']}"
+    )
+    if "selected_round" in results:
+        console.print(f"selected on validation: round {results['selected_round']}")
+    for mode in ("sampled", "full"):
+        console.print(rich_table(runner.results_as_eval(results, "test", mode)))
+    console.print(f"[dim]protocol: {meta['protocol_note']}[/]", highlight=False)
+
+
+def run_training(run_dir: Path, resume: bool) -> dict[str, Any]:
+    config = runner.read_config(run_dir)
+    regime = config.federation.regime
+    total = config.federation.rounds if regime == "federated" else runner.standalone_epochs(config)
+    label = {"federated": "round", "centralised": "epoch", "local": "client epochs"}[regime]
+    bar = RoundProgress(total, label)
+    stop = threading.Event()
+    with bar.progress:
+        if regime == "federated":
+            poller = threading.Thread(target=_poll_metrics, args=(run_dir, bar, stop), daemon=True)
+            poller.start()
+            try:
+                results = runner.train(run_dir, resume=resume)
+            finally:
+                stop.set()
+                poller.join(timeout=5)
+                for row in layout.read_metrics(run_dir)[-1:]:
+                    bar.update(row)
+        else:
+            results = runner.train(run_dir, resume=resume, progress=bar.update)
+    return results
+
+
+@app.command()
+def train(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML or JSON config file.")
+    ] = None,
+    overrides: Overrides = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run directory (default: output_dir/<name>).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the interrupted run in this directory.")
+    ] = None,
+) -> None:
+    """Train a method (federated by default) and evaluate the selected model once."""
+    if resume is not None:
+        if config is not None or overrides:
+            raise ConfigError(
+                "--resume continues a run with its stored configuration; drop --config/--set"
+            )
+        if not (resume / runner.CONFIG_FILE).is_file():
+            raise ConfigError(f"{resume}: not a run directory (no {runner.CONFIG_FILE})")
+        target = resume
+    else:
+        cfg: ExperimentConfig = load_config(config, overrides)
+        target = run_dir or runner.default_run_dir(cfg)
+        runner.prepare_run(cfg, target)
+    console.print(f"run directory: {target}")
+    t0 = time.perf_counter()
+    results = run_training(target, resume is not None)
+    _print_results(results)
+    console.print(
+        f"[dim]{time.perf_counter() - t0:.0f}s · results: {target / runner.RESULTS_FILE}[/]"
+    )
+
+
+@app.command()
+def evaluate(run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")]) -> None:
+    """Evaluate a run's selected model (validation-selected) on validation and test, both protocols."""
+    if not (run_dir / runner.CONFIG_FILE).is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no {runner.CONFIG_FILE})")
+    _print_results(runner.finalise(run_dir))
+
+
+@app.command()
+def recommend(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    history: Annotated[
+        str,
+        typer.Option(help="Comma-separated item ids (source keys such as ASINs, or global ids)."),
+    ],
+    domain: Annotated[
+        str | None, typer.Option(help="Target domain (default: every domain).")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="How many items to list.")] = 10,
+) -> None:
+    """Top-K next items for a history, with titles."""
+    from fedscope.evaluation.evaluator import EvalBatch
+    from fedscope.training.task import RecommendationTask, set_weights
+
+    task = RecommendationTask.from_run_dir(run_dir)
+    if task.config.federation.regime == "local":
+        raise ConfigError(
+            "a local-only run has one model per client; recommend from a federated or centralised run"
+        )
+    ds = task.dataset
+    items = resolve_items(ds, [h.strip() for h in history.split(",") if h.strip()])
+    set_weights(task.model, layout.load_checkpoint(layout.best_checkpoint_path(run_dir)).weights)
+    scorer = task.method.scorer(task.model)
+    targets = [ds.domain_index(domain)] if domain else range(ds.n_domains)
+    for d in targets:
+        dom = ds.domains[d]
+        scores = scorer.score(EvalBatch(np.array([-1]), [items], d))[0]
+        seen = ds.to_local(items[ds.domain_of(items) == d])
+        scores[seen] = -np.inf  # already in the history: not recommended again
+        best = np.argsort(-scores, kind="stable")[:top_k]
+        console.print(f"[bold]{dom.name}[/]: top {len(best)} after {len(items)} history items")
+        titles = dom.titles()
+        for rank, local in enumerate(best, start=1):
+            title = titles[local] or "(no title)"
+            console.print(
+                f"{rank:>3}. {dom.item_keys[local]}  {title}  [dim]{scores[local]:.3f}[/]",
+                highlight=False,
+            )
+
+
+def resolve_items(ds: Any, tokens: list[str]) -> np.ndarray:
+    """Item keys (or global ids) to global ids; unknown ones are an error naming them."""
+    if not tokens:
+        raise ConfigError("--history is empty: give at least one item id")
+    index: dict[str, int] = {}
+    for dom in ds.domains:
+        for local, key in enumerate(dom.item_keys):
+            index.setdefault(key, dom.offset + local)
+    out, unknown = [], []
+    for t in tokens:
+        if t in index:
+            out.append(index[t])
+        elif t.isascii() and t.isdigit() and int(t) < ds.n_items_total:
+            out.append(int(t))
+        else:
+            unknown.append(t)
+    if unknown:
+        raise ConfigError(f"unknown item id(s) for data set {ds.name!r}: {', '.join(unknown[:10])}")
+    return np.array(out, dtype=np.int64)

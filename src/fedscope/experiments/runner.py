@@ -1,0 +1,327 @@
+"""Running one experiment: prepare a run directory, train in a regime, evaluate once.
+
+Regimes (``federation.regime``):
+
+* ``federated``: Flower's simulation engine, K clients, C sampled per round, T
+  rounds (the product path; see :mod:`fedscope.federation`).
+* ``centralised``: one model trained on everyone's data, a *non-private upper
+  reference*. It gets the same number of passes over the data as a federated
+  client does in expectation: ``ceil(T * C * E)`` epochs.
+* ``local``: every client trains alone on its own users (the paper's
+  "standalone" training) for the same ``ceil(T * C * E)`` epochs; each client
+  picks its best epoch on its own validation instances, and its own model
+  ranks its own users' test instances.
+
+Neither of the last two is a federation, so they run in this process; all
+three share the method, the batching, the client step and the evaluator.
+Model selection uses validation only; the test split is evaluated once, for
+the selected weights, in both ranking protocols.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedscope import __version__
+from fedscope.config import ExperimentConfig
+from fedscope.data import load_dataset
+from fedscope.data.dataset import CrossDomainDataset
+from fedscope.data.partition import ClientPartition, Partitioning, partition, save_partitioning
+from fedscope.evaluation import EvalResult, Evaluator, PopularityScorer
+from fedscope.federation import run_dir as layout
+from fedscope.training.task import (
+    CONFIG_FILE,
+    PARTITION_FILE,
+    RecommendationTask,
+    derived_seed,
+    get_weights,
+    set_weights,
+    validation_metrics,
+)
+
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.json"
+PLOT_FILE = "convergence.png"
+TASK_FACTORY = "fedscope.training.task:task_factory"
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def code_version() -> str:
+    """fedscope version plus the git commit of the source tree when there is one."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def default_run_dir(config: ExperimentConfig) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    name = f"{config.method}-{config.data.name}-{config.federation.regime}-s{config.seed}-{stamp}"
+    return Path(config.output_dir) / name
+
+
+def make_partitioning(config: ExperimentConfig, dataset: CrossDomainDataset) -> Partitioning:
+    if config.federation.regime == "centralised":
+        everyone = ClientPartition(0, np.arange(dataset.n_users), tuple(range(dataset.n_domains)))
+        return Partitioning("centralised", config.seed, (everyone,))
+    p = config.partition
+    return partition(dataset, p.n_clients, p.scheme, p.seed, p.alpha, p.exponent)
+
+
+def prepare_run(config: ExperimentConfig, run_dir: Path) -> Path:
+    """Write everything a run needs into a fresh ``run_dir``."""
+    run_dir = Path(run_dir)
+    if (run_dir / CONFIG_FILE).exists():
+        raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(config.data.name, config.data.data_dir, **config.data.options)
+    partitioning = make_partitioning(config, dataset)
+    (run_dir / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
+    save_partitioning(partitioning, run_dir / PARTITION_FILE)
+    layout.write_task_spec(run_dir, TASK_FACTORY)
+    meta = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "method": config.method,
+        "regime": config.federation.regime,
+        "seed": config.seed,
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "protocol": dataset.protocol,
+        "protocol_note": dataset.protocol_note,
+        "n_clients": partitioning.n_clients,
+        "client_sizes": partitioning.sizes().tolist(),
+    }
+    (run_dir / RUN_FILE).write_text(json.dumps(meta, indent=2))
+    return run_dir
+
+
+def read_config(run_dir: Path) -> ExperimentConfig:
+    return ExperimentConfig.model_validate_json((Path(run_dir) / CONFIG_FILE).read_text())
+
+
+def standalone_epochs(config: ExperimentConfig) -> int:
+    f = config.federation
+    return max(1, math.ceil(f.rounds * f.fraction * config.train.local_epochs))
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def train(
+    run_dir: Path, resume: bool = False, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Train the run in ``run_dir`` (continuing it when ``resume``) and evaluate it."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    regime = config.federation.regime
+    if regime == "federated":
+        from fedscope.federation.simulation import run_simulation
+
+        n_clients = json.loads((run_dir / RUN_FILE).read_text())["n_clients"]
+        threads = config.train.threads or 1  # one per simulated client: Ray runs two at once
+        run_simulation(run_dir, n_clients, resume=resume, run_config={"torch-threads": threads})
+    else:
+        task = RecommendationTask.from_run_dir(run_dir)
+        if regime == "centralised":
+            _train_alone(task, run_dir, 0, resume, progress, task.validation_evaluator())
+        else:
+            # A client's own validation users are few: select on all of them, not a subset.
+            ev = Evaluator(
+                task.dataset,
+                "valid",
+                "sampled",
+                n_negatives=config.eval.n_negatives,
+                seed=config.eval.candidate_seed,
+            )
+            for k in range(task.partitioning.n_clients):
+                _train_alone(task, run_dir, k, resume, progress, ev)
+    return finalise(run_dir)
+
+
+def client_dir(run_dir: Path, client_id: int) -> Path:
+    return Path(run_dir) / "clients" / f"{client_id:04d}"
+
+
+def _train_alone(
+    task: RecommendationTask,
+    run_dir: Path,
+    client_id: int,
+    resume: bool,
+    progress: ProgressFn | None,
+    evaluator: Evaluator,
+) -> None:
+    """One model trained by one party on its own data, validated every epoch."""
+    config = task.config
+    epochs = standalone_epochs(config)
+    rows = _client_valid_rows(task, client_id, evaluator)
+    if config.federation.regime == "centralised":
+        last_path, best_path = (
+            layout.last_checkpoint_path(run_dir),
+            layout.best_checkpoint_path(run_dir),
+        )
+    else:
+        last_path, best_path = (
+            client_dir(run_dir, client_id) / "last.npz",
+            client_dir(run_dir, client_id) / "best.npz",
+        )
+        client_dir(run_dir, client_id).mkdir(parents=True, exist_ok=True)
+    start, weights, best_value, best_round = 1, task.initial_weights(), None, None
+    if resume and last_path.is_file():
+        ck = layout.load_checkpoint(last_path)
+        start, weights, best_value, best_round = (
+            ck.round + 1,
+            ck.weights,
+            ck.best_value,
+            ck.best_round,
+        )
+    if config.federation.regime == "centralised":
+        layout.keep_metrics_up_to(run_dir, start - 1)
+    set_weights(task.model, weights)
+    for epoch in range(start, epochs + 1):
+        t0 = time.perf_counter()
+        update = task.client_update(client_id, get_weights(task.model), epoch)
+        weights = [w + d for w, d in zip(get_weights(task.model), update.delta, strict=True)]
+        fit_s = time.perf_counter() - t0
+        record: dict[str, Any] = {"round": epoch, "client": client_id, "fit_s": fit_s}
+        record["client_train"] = update.metrics
+        if epoch % config.eval.every == 0 or epoch == epochs:
+            set_weights(task.model, weights)
+            higher, equal = evaluator.rank(task.method.scorer(task.model), rows)
+            record["validation"] = validation_metrics(
+                evaluator.summarise(config.method, higher, equal).metrics
+            )
+            value = record["validation"][config.eval.selection_metric]
+            if best_value is None or value > best_value:
+                best_value, best_round = value, epoch
+                layout.save_checkpoint(
+                    best_path, layout.Checkpoint(weights, epoch, best_value, best_round)
+                )
+        record["best_round"], record["best_value"] = best_round, best_value
+        record["eval_s"] = time.perf_counter() - t0 - fit_s
+        layout.save_checkpoint(last_path, layout.Checkpoint(weights, epoch, best_value, best_round))
+        if config.federation.regime == "centralised":
+            layout.append_jsonl(layout.metrics_path(run_dir), record)
+        else:
+            layout.append_jsonl(client_dir(run_dir, client_id) / "metrics.jsonl", record)
+        if progress is not None:
+            progress(record | {"rounds": epochs, "clients": task.partitioning.n_clients})
+
+
+def _client_valid_rows(task: RecommendationTask, client_id: int, ev: Evaluator) -> np.ndarray:
+    """Validation rows of this client's users (all of them for the centralised model)."""
+    part = task.partitioning.clients[client_id]
+    mine = np.isin(ev.users[ev.selected], part.users)
+    mine &= np.isin(ev.domains[ev.selected], part.domains)
+    return ev.selected[mine]
+
+
+# --- final evaluation --------------------------------------------------------------------------
+
+
+@dataclass
+class FinalTables:
+    valid: dict[str, list[EvalResult]]
+    test: dict[str, list[EvalResult]]
+
+
+def _evaluate_selected(
+    task: RecommendationTask, run_dir: Path, split: str, mode: str
+) -> EvalResult:
+    config = task.config
+    ev = Evaluator(
+        task.dataset,
+        split,
+        mode,
+        n_negatives=config.eval.n_negatives,
+        seed=config.eval.candidate_seed,
+    )  # type: ignore[arg-type]
+    if config.federation.regime != "local":
+        ck = layout.load_checkpoint(layout.best_checkpoint_path(run_dir))
+        set_weights(task.model, ck.weights)
+        result = ev.evaluate(task.method.scorer(task.model))
+    else:
+        n = len(ev.split)
+        higher, equal = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        for k, part in enumerate(task.partitioning.clients):
+            rows = np.nonzero(np.isin(ev.users, part.users) & np.isin(ev.domains, part.domains))[0]
+            ck = layout.load_checkpoint(client_dir(run_dir, k) / "best.npz")
+            set_weights(task.model, ck.weights)
+            h, e = ev.rank(task.method.scorer(task.model), rows)
+            higher[rows], equal[rows] = h[rows], e[rows]
+        result = ev.summarise(config.method, higher, equal)
+    result.scorer = f"{config.method} ({config.federation.regime})"
+    floor = ev.evaluate(PopularityScorer(task.dataset))
+    return result, floor  # type: ignore[return-value]
+
+
+def finalise(run_dir: Path) -> dict[str, Any]:
+    """Evaluate the selected model once on validation and test, both protocols; write
+    results.json and the convergence plot."""
+    run_dir = Path(run_dir)
+    task = RecommendationTask.from_run_dir(run_dir)
+    meta = json.loads((run_dir / RUN_FILE).read_text())
+    out: dict[str, Any] = {"run": meta, "config": json.loads(task.config.model_dump_json())}
+    if task.config.federation.regime != "local":
+        ck = layout.load_checkpoint(layout.best_checkpoint_path(run_dir))
+        out["selected_round"] = ck.round
+    for split in ("valid", "test"):
+        out[split] = {}
+        for mode in ("sampled", "full"):
+            result, floor = _evaluate_selected(task, run_dir, split, mode)
+            out[split][mode] = [result.to_dict(), floor.to_dict()]
+    (run_dir / RESULTS_FILE).write_text(json.dumps(out, indent=2))
+    plot_convergence(run_dir)
+    return out
+
+
+def results_as_eval(results: dict[str, Any], split: str, mode: str) -> list[EvalResult]:
+    """EvalResults back from results.json, for printing tables."""
+    return [EvalResult(**{k: v for k, v in r.items()}) for r in results[split][mode]]
+
+
+def plot_convergence(run_dir: Path) -> Path | None:
+    """Validation HR@10 against round (federated/centralised runs)."""
+    rows = layout.read_metrics(run_dir)
+    points = [(r["round"], (r.get("validation") or {}).get("HR@10")) for r in rows]
+    points = [(x, y) for x, y in points if y is not None]
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    config = read_config(run_dir)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot([x for x, _ in points], [100 * y for _, y in points], marker="o", markersize=2.5)
+    ax.set_xlabel("communication round" if config.federation.regime == "federated" else "epoch")
+    ax.set_ylabel("validation HR@10 (%)")
+    ax.set_title(f"{config.method} on {config.data.name} ({config.federation.regime})")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(run_dir) / PLOT_FILE
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["derived_seed", "finalise", "prepare_run", "train"]

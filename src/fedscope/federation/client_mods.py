@@ -1,0 +1,142 @@
+"""The client update path as small composable Flower mods.
+
+``@app.train(mods=[optional_secaggplus_mod, encode_weighted_mod, privatise_mod])``: the
+first mod listed is the outermost, so a train reply travels
+
+    handler (local training, Delta_k) -> privatise -> encode -> SecAgg+ masking -> wire
+
+which is the paper's order: local optimisation, privacy sanitisation, secure aggregation.
+Each mod only touches TRAIN messages; queries pass straight through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message
+from flwr.app.message_type import MessageType
+from flwr.client.mod import secaggplus_mod
+from flwr.clientapp.typing import ClientAppCallable, Mod
+
+from fedscope.federation import wire
+from fedscope.federation.strategy import encode_weighted
+from fedscope.federation.task import FederatedTask, Weights
+
+# SecAgg+ clips every encoded entry to +-this range before quantising (silently), so the
+# encode mod refuses updates outside it instead; the server uses the same value.
+SECAGG_CLIPPING_RANGE = 8.0
+
+# This client's small persistent state (survives rounds within one run, not across runs).
+STATE_RECORD = "fedscope.client"
+
+TaskOf = Callable[[Context], FederatedTask]
+
+
+class Privatiser(Protocol):
+    """The differential-privacy hook a task may expose as its ``privatiser`` attribute.
+
+    Called on the client with its raw update Delta_k (before size weighting and SecAgg+);
+    returns the privatised update with the same shapes. ``ctx.state`` may hold the
+    client's own state (clip-norm history, accountant events); it never reaches the server.
+    """
+
+    def __call__(
+        self, update: Weights, client_id: int, server_round: int, ctx: Context
+    ) -> Weights: ...
+
+
+def partition_id(ctx: Context) -> int:
+    return int(ctx.node_config["partition-id"])
+
+
+def client_state(ctx: Context) -> ConfigRecord:
+    """This client's persistent record in Context.state (created on first use)."""
+    if STATE_RECORD not in ctx.state.config_records:
+        ctx.state.config_records[STATE_RECORD] = ConfigRecord({})
+    return ctx.state.config_records[STATE_RECORD]
+
+
+def optional_secaggplus_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
+    """Flower's ``secaggplus_mod``, only when the server runs SecAgg+ for this message.
+
+    ``secaggplus_mod`` rejects train messages without its config record, so gating it lets
+    one ClientApp serve plain and SecAgg+ runs.
+    """
+    if msg.metadata.message_type == MessageType.TRAIN and wire.runs_secaggplus(msg):
+        return secaggplus_mod(msg, ctx, call_next)
+    return call_next(msg, ctx)
+
+
+def make_encode_weighted_mod(task_of: TaskOf) -> Mod:
+    """Replace Delta_k by ``[(|U_k|/S) Delta_k, |U_k|/S]`` and num_examples by 1.
+
+    num_examples is plaintext metadata even under SecAgg+, so |U_k| must not go there.
+    """
+
+    def encode_weighted_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
+        if msg.metadata.message_type != MessageType.TRAIN:
+            return call_next(msg, ctx)
+        reply = call_next(msg, ctx)
+        if reply.has_error():
+            return reply
+        size_bound = task_of(ctx).settings().size_bound
+        client = partition_id(ctx)
+        try:
+            encoded = encode_weighted(
+                wire.get_update(reply), wire.get_num_examples(reply), size_bound
+            )
+        except ValueError as exc:
+            raise ValueError(f"client {client}: {exc}") from exc
+        if wire.runs_secaggplus(msg):
+            largest = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in encoded)
+            if largest > SECAGG_CLIPPING_RANGE:
+                raise ValueError(
+                    f"client {client}: size-weighted update entry {largest:.4g} is outside "
+                    f"SecAgg+'s range +-{SECAGG_CLIPPING_RANGE} and would be clipped silently; "
+                    "clip the update (DP) or lower the learning rate"
+                )
+        wire.set_update(reply, encoded)
+        wire.set_num_examples(reply, 1)
+        return reply
+
+    return encode_weighted_mod
+
+
+def make_privatise_mod(task_of: TaskOf) -> Mod:
+    """Apply the task's ``privatiser`` hook to the raw update (identity when it has none)."""
+
+    def privatise_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
+        if msg.metadata.message_type != MessageType.TRAIN:
+            return call_next(msg, ctx)
+        reply = call_next(msg, ctx)
+        if reply.has_error():
+            return reply
+        privatiser: Privatiser | None = getattr(task_of(ctx), "privatiser", None)
+        if privatiser is None:
+            return reply
+        client = partition_id(ctx)
+        server_round = int(wire.read_fit_config(msg)["server_round"])
+        update = wire.get_update(reply)
+        private = privatiser(update, client, server_round, ctx)
+        _check_same_shapes(update, private, client)
+        wire.set_update(reply, [np.asarray(a) for a in private])
+        return reply
+
+    return privatise_mod
+
+
+def client_update_mods(task_of: TaskOf) -> list[Mod]:
+    """The train mods in list order (outermost first)."""
+    return [optional_secaggplus_mod, make_encode_weighted_mod(task_of), make_privatise_mod(task_of)]
+
+
+def _check_same_shapes(before: Weights, after: Any, client: int) -> None:
+    shapes_before = [np.shape(a) for a in before]
+    shapes_after = [np.shape(a) for a in after]
+    if shapes_before != shapes_after:
+        raise ValueError(
+            f"client {client}: privatiser changed the update's shapes from {shapes_before} "
+            f"to {shapes_after}"
+        )

@@ -1,0 +1,458 @@
+"""The ServerApp: fedscope's own round loop around Flower's per-round fit workflows.
+
+Flower's ``DefaultWorkflow`` always runs rounds ``1..T``, so it cannot resume; this loop
+drives one Flower fit workflow per round (``SecAggPlusWorkflow`` or
+``default_fit_workflow``) through a ``LegacyContext`` and does the rest itself:
+
+1. whoami query: which node holds which partition (node ids are random);
+2. start at round 1, or at checkpoint round + 1 when resuming;
+3. per round: fit workflow, then a check that the round really aggregated (SecAgg+
+   halts *silently* when too few clients answer), central validation every
+   ``eval_every`` rounds and at round T, a ``metrics.jsonl`` line, the last checkpoint,
+   and the best checkpoint by ``selection_metric`` (higher is better).
+
+Run config keys (``context.run_config`` merged with the factory's overrides):
+
+``run-dir``              the run directory (required)
+``resume``               continue from ``checkpoints/last.npz`` if it exists (default false)
+``stop-after-round``     stop after this round even if T is larger (0: run to T)
+``on-failed-round``      ``"fail"`` (default): raise; ``"skip"``: record it, keep the weights
+``discovery-timeout``    seconds to wait for all K client nodes (default 300)
+``audit-received``       save what the server receives each round under ``audit/``
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app.message_type import MessageType
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.compat.app_utils import start_update_client_manager_thread
+from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+from flwr.server.workflow.default_workflows import default_fit_workflow
+from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.run import Run
+
+from fedscope.federation import run_dir as layout
+from fedscope.federation import wire
+from fedscope.federation.client_app import RUN_DIR_KEY, WHOAMI, RunConfigValue
+from fedscope.federation.client_mods import SECAGG_CLIPPING_RANGE
+from fedscope.federation.strategy import RoundRecord, SizeWeightedDeltaStrategy, sample_size
+from fedscope.federation.task import FederatedTask, FederationSettings, Weights, load_task
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its tracebacks
+MAX_ERROR_CHARS = 4000  # per client error kept in events.jsonl (Ray adds long tracebacks)
+
+
+class RoundFailedError(RuntimeError):
+    """A round did not aggregate (a client failed, or SecAgg+ halted)."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    run_dir: Path
+    resume: bool = False
+    stop_after_round: int = 0
+    on_failed_round: str = "fail"
+    discovery_timeout_s: float = 300.0
+    audit_received: bool = False
+
+    @staticmethod
+    def from_run_config(config: Mapping[str, RunConfigValue]) -> ServerOptions:
+        if RUN_DIR_KEY not in config:
+            raise KeyError(f"the run config has no {RUN_DIR_KEY!r} (keys: {sorted(config)})")
+        on_failed = str(config.get("on-failed-round", "fail"))
+        if on_failed not in ("fail", "skip"):
+            raise ValueError(
+                f"run config on-failed-round must be 'fail' or 'skip', got {on_failed!r}"
+            )
+        stop_after = int(config.get("stop-after-round", 0))
+        if stop_after < 0:
+            raise ValueError(f"run config stop-after-round must be >= 0, got {stop_after}")
+        return ServerOptions(
+            run_dir=Path(str(config[RUN_DIR_KEY])),
+            resume=_as_bool(config.get("resume", False)),
+            stop_after_round=stop_after,
+            on_failed_round=on_failed,
+            discovery_timeout_s=float(config.get("discovery-timeout", 300.0)),
+            audit_received=_as_bool(config.get("audit-received", False)),
+        )
+
+
+def build_server_app(overrides: Mapping[str, RunConfigValue] | None = None) -> ServerApp:
+    """A ServerApp whose run config is ``context.run_config`` updated with ``overrides``."""
+    fixed = dict(overrides or {})
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        options = ServerOptions.from_run_config({**context.run_config, **fixed})
+        layout.write_status(options.run_dir, "running", pid=os.getpid())
+        try:
+            summary = serve(grid, context, options)
+        except BaseException as exc:
+            layout.write_status(
+                options.run_dir,
+                "failed",
+                error=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(),
+            )
+            raise
+        layout.write_status(options.run_dir, "done", **summary)
+
+    return app
+
+
+def serve(grid: Grid, context: Context, options: ServerOptions) -> dict[str, Any]:
+    """Discovery, then the round loop; returns a summary for ``server_status.json``."""
+    started = time.perf_counter()
+    run_dir = options.run_dir
+    task = load_task(run_dir)
+    settings = task.settings()
+    check_settings(settings)
+    strategy = SizeWeightedDeltaStrategy(
+        seed=settings.seed,
+        fraction=settings.fraction,
+        secagg=settings.secagg,
+        audit_dir=run_dir / "audit" if options.audit_received else None,
+    )
+    legacy = LegacyContext(
+        context=context, config=ServerConfig(num_rounds=settings.rounds), strategy=strategy
+    )
+    thread, stop_client_manager, client_manager_ready = start_update_client_manager_thread(
+        grid, legacy.client_manager
+    )
+    try:
+        client_manager_ready.wait()
+        strategy.set_partitions(
+            discover_partitions(grid, settings.n_clients, options.discovery_timeout_s)
+        )
+        discovery_s = time.perf_counter() - started
+        return _round_loop(grid, legacy, task, settings, strategy, options) | {
+            "discovery_s": discovery_s,
+            "server_s": time.perf_counter() - started,
+        }
+    finally:
+        stop_client_manager.set()
+        thread.join(timeout=10)
+
+
+def check_settings(settings: FederationSettings) -> None:
+    problems = []
+    if settings.n_clients < 1:
+        problems.append(f"n_clients must be >= 1, got {settings.n_clients}")
+    if not 0 < settings.fraction <= 1:
+        problems.append(f"fraction must be in (0, 1], got {settings.fraction}")
+    if settings.rounds < 1:
+        problems.append(f"rounds must be >= 1, got {settings.rounds}")
+    if settings.eval_every < 1:
+        problems.append(f"eval_every must be >= 1, got {settings.eval_every}")
+    if settings.size_bound < 1:
+        problems.append(f"size_bound must be >= 1, got {settings.size_bound}")
+    sizes_valid = settings.n_clients >= 1 and 0 < settings.fraction <= 1
+    if settings.secagg and sizes_valid and sample_size(settings.n_clients, settings.fraction) < 2:
+        problems.append("SecAgg+ needs at least 2 clients per round (n_clients >= 2)")
+    if problems:
+        raise ValueError("invalid FederationSettings: " + "; ".join(problems))
+
+
+def discover_partitions(grid: Grid, n_clients: int, timeout_s: float) -> dict[int, int]:
+    """Ask every node which partition it holds: ``{partition_id: node_id}`` for 0..K-1."""
+    deadline = time.monotonic() + timeout_s
+    node_ids = sorted(grid.get_node_ids())
+    while len(node_ids) < n_clients:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"only {len(node_ids)} of {n_clients} client nodes connected within {timeout_s:g} s"
+            )
+        time.sleep(0.2)
+        node_ids = sorted(grid.get_node_ids())
+    queries = [
+        Message(RecordDict(), dst_node_id=n, message_type=f"{MessageType.QUERY}.{WHOAMI}")
+        for n in node_ids
+    ]
+    replies = list(grid.send_and_receive(queries, timeout=max(deadline - time.monotonic(), 1.0)))
+    errors = [f"node {r.metadata.src_node_id}: {r.error.reason}" for r in replies if r.has_error()]
+    if errors:
+        raise RuntimeError("client discovery (whoami) failed:\n" + "\n".join(errors))
+    if len(replies) < len(node_ids):
+        raise TimeoutError(f"only {len(replies)} of {len(node_ids)} nodes answered whoami")
+    node_of_partition: dict[int, int] = {}
+    for reply in replies:
+        partition = int(reply.content.config_records[WHOAMI]["partition-id"])
+        if partition in node_of_partition:
+            raise RuntimeError(f"two nodes claim partition-id {partition}")
+        node_of_partition[partition] = reply.metadata.src_node_id
+    if sorted(node_of_partition) != list(range(n_clients)):
+        raise RuntimeError(
+            f"expected partition ids 0..{n_clients - 1} (FederationSettings.n_clients = "
+            f"{n_clients}), the nodes hold {sorted(node_of_partition)}"
+        )
+    return node_of_partition
+
+
+@dataclass
+class _Start:
+    weights: Weights
+    first_round: int
+    best_value: float | None
+    best_round: int | None
+
+
+def _prepare_start(run_dir: Path, task: FederatedTask, options: ServerOptions) -> _Start:
+    last_path = layout.last_checkpoint_path(run_dir)
+    initial = task.initial_weights()
+    if options.resume and last_path.is_file():
+        ckpt = layout.load_checkpoint(last_path)
+        expected = [np.shape(w) for w in initial]
+        if [np.shape(w) for w in ckpt.weights] != expected:
+            raise ValueError(
+                f"{last_path}: checkpoint arrays {[np.shape(w) for w in ckpt.weights]} do not "
+                f"match the task's weights {expected}"
+            )
+        # A kill can land after a round's metrics line and before its checkpoint.
+        dropped = layout.keep_metrics_up_to(run_dir, ckpt.round)
+        _repair_best_checkpoint(run_dir, ckpt)
+        layout.append_event(
+            run_dir, "run_resumed", from_round=ckpt.round, dropped_metrics_lines=dropped
+        )
+        return _Start(ckpt.weights, ckpt.round + 1, ckpt.best_value, ckpt.best_round)
+    if last_path.is_file():
+        raise FileExistsError(
+            f"{last_path} exists: this run directory already holds a run; resume it "
+            "(run config resume=true) or start in a new directory"
+        )
+    dropped = layout.keep_metrics_up_to(run_dir, 0)
+    layout.best_checkpoint_path(run_dir).unlink(missing_ok=True)
+    layout.append_event(
+        run_dir, "run_started", resume_requested=options.resume, dropped_metrics_lines=dropped
+    )
+    return _Start(initial, 1, None, None)
+
+
+def _repair_best_checkpoint(run_dir: Path, last: layout.Checkpoint) -> None:
+    # The last checkpoint is written before the best one, so best.npz can only lag when
+    # the last round was itself the best; its weights are then the last checkpoint's.
+    if last.best_round is None or last.best_round != last.round:
+        return
+    best_path = layout.best_checkpoint_path(run_dir)
+    if best_path.is_file() and layout.load_checkpoint(best_path).round == last.round:
+        return
+    layout.save_checkpoint(best_path, last)
+
+
+def _round_loop(
+    grid: Grid,
+    legacy: LegacyContext,
+    task: FederatedTask,
+    settings: FederationSettings,
+    strategy: SizeWeightedDeltaStrategy,
+    options: ServerOptions,
+) -> dict[str, Any]:
+    run_dir = options.run_dir
+    loop_started = time.perf_counter()
+    start = _prepare_start(run_dir, task, options)
+    weights, best_value, best_round = start.weights, start.best_value, start.best_round
+    last_round = settings.rounds
+    if options.stop_after_round:
+        last_round = min(last_round, options.stop_after_round)
+
+    legacy.state.array_records[MAIN_PARAMS_RECORD] = wire.weights_to_record(weights)
+    round_config = ConfigRecord({Key.START_TIME: time.time(), Key.CURRENT_ROUND: 0})
+    legacy.state.config_records[MAIN_CONFIGS_RECORD] = round_config
+    fit_workflow = (
+        SecAggPlusWorkflow(
+            num_shares=1.0,  # a fraction: every sampled client is every other's neighbour
+            reconstruction_threshold=0.7,
+            max_weight=1.0,  # clients send num_examples = 1; the size weight is in the vector
+            clipping_range=SECAGG_CLIPPING_RANGE,
+        )
+        if settings.secagg
+        else default_fit_workflow
+    )
+    observed = ReplyErrorLog(grid)
+    skipped: list[int] = []
+    for rnd in range(start.first_round, last_round + 1):
+        round_started = time.perf_counter()
+        round_config[Key.CURRENT_ROUND] = rnd
+        observed.errors.clear()
+        fit_workflow(observed, legacy)
+        fit_s = time.perf_counter() - round_started
+        record = strategy.rounds.get(rnd) or RoundRecord(sampled=[])
+        if not record.applied:
+            _report_failed_round(rnd, record, observed, strategy, settings, options)
+            skipped.append(rnd)
+        weights = wire.record_to_weights(legacy.state.array_records[MAIN_PARAMS_RECORD])
+
+        validation: dict[str, float] | None = None
+        eval_s: float | None = None
+        improved = False
+        if rnd % settings.eval_every == 0 or rnd == settings.rounds:
+            eval_started = time.perf_counter()
+            validation = {k: float(v) for k, v in task.evaluate(weights, rnd).items()}
+            eval_s = time.perf_counter() - eval_started
+            if settings.selection_metric not in validation:
+                raise KeyError(
+                    f"task.evaluate returned no {settings.selection_metric!r} (the selection "
+                    f"metric); it returned {sorted(validation)}"
+                )
+            value = validation[settings.selection_metric]
+            if math.isfinite(value) and (best_value is None or value > best_value):
+                best_value, best_round, improved = value, rnd, True
+
+        layout.append_jsonl(
+            layout.metrics_path(run_dir),
+            {
+                "round": rnd,
+                "sampled": record.sampled,
+                "aggregated": record.applied,
+                "secagg": settings.secagg,
+                "fit_s": fit_s,
+                "eval_s": eval_s,
+                "validation": validation,
+                "client_train": record.client_metrics,
+                "server_distinct_updates": record.distinct_updates,
+                "best_round": best_round,
+                "best_value": best_value,
+                "round_s": time.perf_counter() - round_started,
+                "elapsed_s": time.perf_counter() - loop_started,
+                "time": time.time(),
+            },
+        )
+        checkpoint = layout.Checkpoint(weights, rnd, best_value, best_round)
+        # last before best: see _repair_best_checkpoint
+        layout.save_checkpoint(layout.last_checkpoint_path(run_dir), checkpoint)
+        if improved:
+            layout.save_checkpoint(layout.best_checkpoint_path(run_dir), checkpoint)
+    return {
+        "first_round": start.first_round,
+        "last_round": last_round,
+        "rounds_total": settings.rounds,
+        "skipped_rounds": skipped,
+        "best_round": best_round,
+        "best_value": best_value,
+    }
+
+
+def _report_failed_round(
+    rnd: int,
+    record: RoundRecord,
+    observed: ReplyErrorLog,
+    strategy: SizeWeightedDeltaStrategy,
+    settings: FederationSettings,
+    options: ServerOptions,
+) -> None:
+    failed_clients = sorted(
+        {p for p in (strategy.partition_of_node(n) for n, _ in observed.errors) if p is not None}
+    )
+    errors = [reason[:MAX_ERROR_CHARS] for _, reason in observed.errors] or record.failures
+    if not record.aggregate_called:
+        what = (
+            "SecAgg+ halted without aggregating (Flower's SecAggPlusWorkflow returns "
+            "silently when too few sampled clients answer)"
+            if settings.secagg
+            else "the fit workflow returned without aggregating"
+        )
+    else:
+        what = "client updates failed; the size-weighted step needs every sampled client"
+    layout.append_event(
+        options.run_dir,
+        "round_failed",
+        round=rnd,
+        secagg=settings.secagg,
+        sampled=record.sampled,
+        failed_clients=failed_clients,
+        aggregate_called=record.aggregate_called,
+        errors=[e[:MAX_ERROR_CHARS] for e in errors],
+        action=options.on_failed_round,
+    )
+    if options.on_failed_round == "fail":
+        first_error = _first_line_with(errors, "failed in round") or (errors[0] if errors else "")
+        raise RoundFailedError(
+            f"round {rnd} did not aggregate: {what}; sampled clients {record.sampled}, "
+            f"failed clients {failed_clients}. First error: {first_error.strip()[:500]} "
+            f"(all errors in {layout.events_path(options.run_dir)})"
+        )
+
+
+def _first_line_with(errors: list[str], needle: str) -> str | None:
+    for error in errors:
+        for line in error.splitlines():
+            if needle in line:
+                return line
+    return None
+
+
+class ReplyErrorLog(Grid):
+    """Flower's Grid, passed through unchanged, keeping the error replies it returns.
+
+    Fit workflows turn client errors into anonymous exceptions (or, SecAgg+, drop them),
+    so the loop reads the failing nodes from here to name the clients of a failed round.
+    """
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+        self.errors: list[tuple[int, str]] = []
+
+    def set_run(self, run: Run) -> None:
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        return self._grid.run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._note(self._grid.pull_messages(message_ids))
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self._note(self._grid.send_and_receive(messages, timeout=timeout))
+
+    def _note(self, replies: Iterable[Message]) -> list[Message]:
+        replies = list(replies)
+        for reply in replies:
+            if reply.has_error():
+                reason = _ANSI_ESCAPE.sub("", reply.error.reason)
+                self.errors.append((reply.metadata.src_node_id, reason))
+        return replies
+
+
+def _as_bool(value: RunConfigValue) -> bool:
+    if isinstance(value, str):
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no", ""):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    return bool(value)
+
+
+app = build_server_app()

@@ -1,0 +1,88 @@
+"""What the Flower apps need from a learning task, and nothing more.
+
+The federation layer (server app, client app, strategy, mods) is written against
+this protocol only, so it does not know about recommenders, and any method that
+implements the protocol trains federatedly without touching Flower code.
+
+A task is built from a *run directory* (see :mod:`fedscope.federation.run_dir`);
+every process (the ServerApp, each simulated or deployed client) builds its own
+instance from the same directory, so nothing but weights and updates crosses
+process boundaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+Weights = list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    delta: Weights  # w_k^{t+1} - w^t, same shapes as the global weights
+    n_users: int  # |U_k|: the weight of this client in size-weighted averaging
+    # e.g. the train loss; never sent under SecAgg+, where metrics travel in plaintext
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FederationSettings:
+    """The federation's own parameters, read by the server app."""
+
+    n_clients: int  # K
+    fraction: float  # C: share of clients sampled per round
+    rounds: int  # T
+    seed: int
+    eval_every: int  # validate every this many rounds (and always at the last round)
+    selection_metric: str  # validation metric that picks the best round, e.g. "MRR"
+    size_bound: int  # public upper bound S on |U_k|, for encoding weights under SecAgg+
+    secagg: bool = False
+
+
+class FederatedTask(Protocol):
+    """A learning task as the Flower apps see it."""
+
+    def settings(self) -> FederationSettings: ...
+
+    def initial_weights(self) -> Weights:
+        """Deterministic initial global weights (a function of the configured seed)."""
+        ...
+
+    def client_update(self, client_id: int, weights: Weights, server_round: int) -> ClientUpdate:
+        """Local training of client ``client_id`` from the global ``weights``.
+
+        Must be deterministic given (seed, round, client), so a resumed run repeats an
+        uninterrupted one exactly.
+        """
+        ...
+
+    def evaluate(self, weights: Weights, server_round: int) -> dict[str, float]:
+        """Validation metrics of the global model (server side); must include the
+        selection metric. Never touches the test split."""
+        ...
+
+
+def load_task(run_dir: Path) -> FederatedTask:
+    """The task a run directory describes, cached per process (Ray workers serve many clients).
+
+    The cache key includes the modification times of the files that define the task, so an
+    edited config is never served from a stale entry.
+    """
+    from fedscope.federation import run_dir as layout
+
+    path = Path(run_dir).resolve()
+    stamps = tuple(
+        (path / f).stat().st_mtime_ns if (path / f).exists() else 0
+        for f in (layout.CONFIG_FILE, layout.TASK_FILE)
+    )
+    key = (str(path), stamps)
+    if key not in _TASKS:
+        _TASKS[key] = layout.build_task(path)
+    return _TASKS[key]
+
+
+_TASKS: dict[tuple[str, tuple[int, ...]], FederatedTask] = {}

@@ -1,0 +1,100 @@
+"""What a recommendation method is: a model, its losses, and its client step.
+
+The training loop, the federation and the evaluation harness are shared; a
+method only says how to build its model, how one client trains it for a
+number of local epochs, and how the model scores items. New methods (FeCoSR,
+SF-UBM, a GNN recommender, ...) are added as new subclasses registered with
+:func:`register`, never by forking a loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from torch import nn
+
+from fedscope.config import ExperimentConfig
+from fedscope.data.dataset import CrossDomainDataset
+from fedscope.evaluation.evaluator import Scorer
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a method may know about the data when it builds its model."""
+
+    domain_names: tuple[str, ...]
+    domain_offsets: tuple[int, ...]
+    domain_sizes: tuple[int, ...]
+
+    @staticmethod
+    def of(dataset: CrossDomainDataset) -> DataShape:
+        return DataShape(
+            tuple(d.name for d in dataset.domains),
+            tuple(d.offset for d in dataset.domains),
+            tuple(d.n_items for d in dataset.domains),
+        )
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where a client step happens: for seeding and for logging."""
+
+    seed: int  # derived from (experiment seed, round, client) by the caller
+    server_round: int
+    client_id: int
+    epochs: int
+
+
+class Method(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def __init__(self, config: ExperimentConfig, shape: DataShape):
+        self.config = config
+        self.shape = shape
+
+    @abstractmethod
+    def build_model(self, seed: int) -> nn.Module:
+        """A freshly initialised model, deterministic in ``seed``."""
+
+    @abstractmethod
+    def prepare_client(
+        self, dataset: CrossDomainDataset, users: np.ndarray, domains: tuple[int, ...]
+    ) -> object:
+        """Everything a client step needs from the client's own data (built once per client)."""
+
+    @abstractmethod
+    def client_step(
+        self, model: nn.Module, client_data: object, ctx: StepContext
+    ) -> dict[str, float]:
+        """Train ``model`` in place on one client's data for ``ctx.epochs`` local epochs;
+        return mean training losses for logging."""
+
+    @abstractmethod
+    def scorer(self, model: nn.Module) -> Scorer:
+        """Scores for the evaluator (eval mode, no gradients)."""
+
+
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def method_class(name: str) -> type[Method]:
+    from fedscope import methods  # noqa: F401  (importing the package registers every method)
+
+    if name not in _METHODS:
+        raise KeyError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def available_methods() -> dict[str, str]:
+    from fedscope import methods  # noqa: F401
+
+    return {n: c.description for n, c in sorted(_METHODS.items())}

@@ -1,0 +1,254 @@
+"""The shared implementation of sequence-encoder methods (FedSCOPE and its baselines).
+
+FedSCOPE, its "w/o IIDCL" ablation, SASRec and GRU4Rec differ only in the
+switches below; sharing one implementation keeps the comparison fair (same
+batching, same negatives, same optimiser, same scorer).
+
+IIDCL choices the paper leaves open, and what we do:
+
+* **Which users an anchor is compared with (intra-domain).** The client's own
+  users in the domain: a client cannot see other clients' users. Their fused
+  representations live in a *bank* of detached vectors, computed once at the
+  start of the client step and refreshed for every batch's users as they are
+  trained; anchors (the batch's users) carry gradients, the bank does not.
+  ``|U_d|`` in ``K = min(K_max, floor(rho |U_d|))`` is the number of the
+  client's users with items in domain d.
+* **How Top-K is found.** Exactly, by one matrix product of the anchors against
+  the bank under ``no_grad`` (the bank is a client's users: thousands at most),
+  see :func:`fedscope.losses.iidcl.select_intra_pairs`.
+* **Inter-domain.** Positives: the same user's representations in the other
+  domains, within the batch; negatives: M other users' representations in
+  those domains, within the batch.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fedscope.data.dataset import CrossDomainDataset
+from fedscope.data.partition import ClientData, ClientPartition
+from fedscope.evaluation.evaluator import EvalBatch
+from fedscope.losses import (
+    DecoupledWeights,
+    inter_domain_loss,
+    intra_domain_loss,
+    joint_objective,
+    next_item_bce,
+    sample_negatives,
+)
+from fedscope.methods.base import Method, StepContext
+from fedscope.models.cross_domain import CrossDomainRecommender, ModelShape
+from fedscope.models.transformer import pad_sequences
+from fedscope.training.batching import ClientExamples
+
+
+class SequentialMethod(Method):
+    encoder: ClassVar[str] = "transformer"
+    cross_domain: ClassVar[bool] = True
+    fusion: ClassVar[bool] = True
+    contrastive: ClassVar[bool] = True
+
+    def model_shape(self) -> ModelShape:
+        m = self.config.model
+        return ModelShape(
+            domain_offsets=self.shape.domain_offsets,
+            domain_sizes=self.shape.domain_sizes,
+            dim=m.dim,
+            n_layers=m.n_layers,
+            n_heads=m.n_heads,
+            dropout=m.dropout,
+            max_len=m.max_len,
+            encoder=self.encoder,
+            cross_domain=self.cross_domain and m.cross_domain_sequence,
+            fusion=self.fusion,
+        )
+
+    def build_model(self, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return CrossDomainRecommender(self.model_shape())
+
+    def prepare_client(
+        self, dataset: CrossDomainDataset, users: np.ndarray, domains: tuple[int, ...]
+    ) -> ClientExamples:
+        view = ClientData(dataset, ClientPartition(-1, np.asarray(users), domains))
+        pairs = view.train_sequences()
+        return ClientExamples.build(
+            [u for u, _ in pairs],
+            [s for _, s in pairs],
+            dataset.domain_of,
+            dataset.n_domains,
+            self.config.model.max_len,
+        )
+
+    # --- the client step -------------------------------------------------------------------
+    def _weights(self) -> tuple[float, float, float]:
+        loss = self.config.loss
+        if not self.contrastive:
+            return 0.0, 0.0, 0.0
+        return loss.alpha, loss.lambda_intra, loss.lambda_inter
+
+    @torch.no_grad()
+    def _bank(self, model: CrossDomainRecommender, ex: ClientExamples) -> tuple[Tensor, Tensor]:
+        was_training = model.training
+        model.eval()
+        reps, present = [], []
+        for batch in ex.all_rows(1024):
+            _, last = model.forward_train(batch)
+            reps.append(last)
+            present.append(batch.present)
+        model.train(was_training)
+        return torch.cat(reps, dim=1), torch.cat(present, dim=1)
+
+    def client_step(
+        self, model: nn.Module, client_data: object, ctx: StepContext
+    ) -> dict[str, float]:
+        assert isinstance(model, CrossDomainRecommender) and isinstance(client_data, ClientExamples)
+        ex = client_data
+        cfg = self.config
+        torch.manual_seed(ctx.seed)
+        gen = torch.Generator().manual_seed(ctx.seed)
+        rng = np.random.default_rng(ctx.seed)
+        alpha, lam_intra, lam_inter = self._weights()
+        use_intra = alpha * lam_intra > 0
+        use_inter = alpha * lam_inter > 0
+        intra_w = DecoupledWeights(cfg.loss.intra_align, cfg.loss.intra_uniform, cfg.loss.tau_intra)
+        inter_w = DecoupledWeights(cfg.loss.inter_align, cfg.loss.inter_uniform, cfg.loss.tau_inter)
+        optimiser = torch.optim.Adam(
+            model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+        )
+        bank, bank_present = self._bank(model, ex) if use_intra else (None, None)
+        model.train()
+        sums = {"loss": 0.0, "pred": 0.0, "intra": 0.0, "inter": 0.0}
+        n_batches = 0
+        for _ in range(ctx.epochs):
+            for batch in ex.batches(cfg.train.batch_size, rng):
+                states, last = model.forward_train(batch)
+                pred = self._prediction_losses(
+                    model, batch.target, batch.target_domain, states, gen
+                )
+                if not pred:
+                    continue
+
+                def intra(d: int, last: Tensor = last, batch=batch) -> Tensor:
+                    return self._intra(
+                        d, last, batch.rows, batch.present, bank, bank_present, intra_w, gen
+                    )
+
+                def inter(last: Tensor = last, batch=batch) -> Tensor:
+                    return inter_domain_loss(
+                        last, batch.present, inter_w, cfg.loss.m_negatives, gen
+                    )
+
+                joint = joint_objective(
+                    pred,
+                    intra if use_intra else None,
+                    inter if use_inter else None,
+                    alpha,
+                    lam_intra,
+                    lam_inter,
+                )
+                optimiser.zero_grad(set_to_none=True)
+                joint.total.backward()
+                optimiser.step()
+                if bank is not None:
+                    bank[:, batch.rows] = last.detach()
+                sums["loss"] += float(joint.total.detach())
+                sums["pred"] += joint.prediction
+                sums["intra"] += joint.intra
+                sums["inter"] += joint.inter
+                n_batches += 1
+        return {k: v / max(n_batches, 1) for k, v in sums.items()} | {"batches": float(n_batches)}
+
+    def _prediction_losses(
+        self,
+        model: CrossDomainRecommender,
+        target: Tensor,
+        target_domain: Tensor,
+        states: Tensor,
+        gen: torch.Generator,
+    ) -> list[Tensor]:
+        losses = []
+        for d, (offset, size) in enumerate(
+            zip(self.shape.domain_offsets, self.shape.domain_sizes, strict=True)
+        ):
+            sel = target_domain == d
+            if not bool(sel.any()) or size < 2:
+                continue
+            positives = target[sel]
+            negatives = (
+                sample_negatives(positives - offset, size, self.config.loss.n_negatives, gen)
+                + offset
+            )
+            losses.append(
+                next_item_bce(
+                    states[sel], model.item_vectors(positives), model.item_vectors(negatives)
+                )
+            )
+        return losses
+
+    def _intra(
+        self,
+        d: int,
+        last: Tensor,
+        rows: Tensor,
+        present: Tensor,
+        bank: Tensor | None,
+        bank_present: Tensor | None,
+        weights: DecoupledWeights,
+        gen: torch.Generator,
+    ) -> Tensor:
+        assert bank is not None and bank_present is not None
+        anchors_mask = present[d]
+        if not bool(anchors_mask.any()):
+            return last.sum() * 0.0
+        pool_rows = bank_present[d].nonzero().squeeze(1)
+        # row of each anchor in the compacted pool
+        position = torch.full((bank.shape[1],), -1, dtype=torch.long)
+        position[pool_rows] = torch.arange(pool_rows.shape[0])
+        loss = self.config.loss
+        return intra_domain_loss(
+            last[d][anchors_mask],
+            bank[d][pool_rows],
+            position[rows[anchors_mask]],
+            int(pool_rows.shape[0]),
+            weights,
+            rho=loss.rho,
+            k_max=loss.k_max,
+            n_negatives=loss.m_negatives,
+            generator=gen,
+        )
+
+    # --- scoring -----------------------------------------------------------------------------
+    def scorer(self, model: nn.Module) -> SequentialScorer:
+        assert isinstance(model, CrossDomainRecommender)
+        return SequentialScorer(self.name, model)
+
+
+class SequentialScorer:
+    def __init__(self, name: str, model: CrossDomainRecommender):
+        self.name = name
+        self.model = model
+        self._item_cache: dict[int, Tensor] = {}
+
+    @torch.no_grad()
+    def score(self, batch: EvalBatch) -> np.ndarray:
+        model = self.model
+        model.eval()
+        shape = model.shape
+        d = batch.domain
+        lo, hi = shape.domain_offsets[d], shape.domain_offsets[d] + shape.domain_sizes[d]
+        domain_hist = [h[(h >= lo) & (h < hi)] for h in batch.histories]
+        width = max(1, max((min(len(h), shape.max_len) for h in domain_hist), default=1))
+        domain_tokens = pad_sequences(domain_hist, width)
+        mixed_tokens = None
+        if model.cross_encoder is not None:
+            width = max(1, max((min(len(h), shape.max_len) for h in batch.histories), default=1))
+            mixed_tokens = pad_sequences(batch.histories, width)
+        users = model.user_states(d, domain_tokens, mixed_tokens)
+        if d not in self._item_cache:
+            self._item_cache[d] = model.domain_item_vectors(d)
+        return (users @ self._item_cache[d].T).numpy()
