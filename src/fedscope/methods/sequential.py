@@ -64,7 +64,8 @@ class SequentialMethod(Method):
             max_len=m.max_len,
             encoder=self.encoder,
             cross_domain=self.cross_domain and m.cross_domain_sequence,
-            fusion=self.fusion,
+            fusion=self.fusion and m.fusion,
+            fusion_residual=m.fusion_residual,
         )
 
     def build_model(self, seed: int) -> nn.Module:
@@ -130,7 +131,7 @@ class SequentialMethod(Method):
                 pred = self._prediction_losses(
                     model, batch.target, batch.target_domain, states, gen
                 )
-                if not pred:
+                if not bool((batch.target >= 0).any()):
                     continue
 
                 def intra(d: int, last: Tensor = last, batch=batch) -> Tensor:
@@ -171,12 +172,15 @@ class SequentialMethod(Method):
         states: Tensor,
         gen: torch.Generator,
     ) -> list[Tensor]:
+        """L_pred of every domain, in domain order (an attached 0 where the batch has no
+        target of that domain), so that index d is domain d for the joint objective."""
         losses = []
         for d, (offset, size) in enumerate(
             zip(self.shape.domain_offsets, self.shape.domain_sizes, strict=True)
         ):
             sel = target_domain == d
             if not bool(sel.any()) or size < 2:
+                losses.append(states.sum() * 0.0)
                 continue
             positives = target[sel]
             negatives = (

@@ -51,6 +51,7 @@ class ModelShape:
     encoder: str = "transformer"  # "transformer" | "gru"
     cross_domain: bool = True
     fusion: bool = True
+    fusion_residual: bool = False
     user_semantic_dim: int = 0
     item_semantic_dim: int = 0
 
@@ -72,10 +73,16 @@ class CrossDomainRecommender(nn.Module):
         self.cross_encoder = self._encoder() if shape.cross_domain else None
         if shape.fusion:
             self.user_fusion = FusionEncoder(
-                shape.dim, shape.user_semantic_dim, dropout=shape.dropout
+                shape.dim,
+                shape.user_semantic_dim,
+                dropout=shape.dropout,
+                residual=shape.fusion_residual,
             )
             self.item_fusion = FusionEncoder(
-                shape.dim, shape.item_semantic_dim, dropout=shape.dropout
+                shape.dim,
+                shape.item_semantic_dim,
+                dropout=shape.dropout,
+                residual=shape.fusion_residual,
             )
         else:
             self.user_fusion = self.item_fusion = None

@@ -26,8 +26,12 @@ class FusionEncoder(nn.Module):
         semantic_dim: int = 0,
         hidden_dim: int | None = None,
         dropout: float = 0.3,
+        residual: bool = False,
     ) -> None:
         super().__init__()
+        # residual: z + Enc([z; f_A]); the MLP then learns a correction to the behavioural
+        # representation instead of having to reproduce it through two layers.
+        self.residual = residual
         if semantic_dim < 0:
             raise ValueError(f"semantic_dim must be >= 0, got {semantic_dim}")
         self.dim = dim
@@ -78,4 +82,5 @@ class FusionEncoder(nn.Module):
         # Insert the missing per-position axes after the shared prefix, then broadcast.
         semantic = semantic.reshape(*semantic.shape[:-1], *([1] * extra), self.semantic_dim)
         semantic = semantic.expand(*lead, self.semantic_dim).to(behaviour.dtype)
-        return self.mlp(torch.cat([behaviour, semantic], dim=-1))
+        fused = self.mlp(torch.cat([behaviour, semantic], dim=-1))
+        return behaviour + fused if self.residual else fused

@@ -1,0 +1,151 @@
+"""The recommender's training path: batching, train/eval consistency, regimes, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from tests.helpers import tiny_dataset
+
+from fedscope.config import load_config
+from fedscope.data import load_dataset
+from fedscope.evaluation import EvalBatch
+from fedscope.experiments import runner
+from fedscope.methods import DataShape, StepContext, method_class
+from fedscope.training.batching import ClientExamples
+
+SMALL = ['data.options={"n_users": 300, "n_items": 120}']
+
+
+def test_every_position_examples_follow_the_sequence():
+    ds = tiny_dataset([[0, 20, 1, 21, 2]])  # A B A B A (A: 0..19, B: 20..49)
+    ex = ClientExamples.build([0], [ds.sequence(0)], ds.domain_of, 2, max_len=10)
+    # prefix 0 20 1 21 -> targets 20 1 21 2
+    assert ex.mixed[0, :4].tolist() == [1, 21, 2, 22]
+    assert ex.target[0, :4].tolist() == [20, 1, 21, 2]
+    assert ex.target_domain[0, :4].tolist() == [1, 0, 1, 0]
+    # the state for target 20 (domain B) has no B item before it; for 21 the last B is index 0
+    assert ex.domain_pos[0, :4].tolist() == [-1, 0, 0, 1]
+    assert ex.domain[0, 0, :2].tolist() == [1, 2] and ex.domain[1, 0, :2].tolist() == [21, 22]
+    assert ex.target[0, 4] == -1
+
+
+def test_max_len_keeps_the_most_recent_items():
+    ds = tiny_dataset([list(range(12))])
+    ex = ClientExamples.build([0], [ds.sequence(0)], ds.domain_of, 2, max_len=4)
+    assert ex.mixed[0].tolist() == [8, 9, 10, 11]  # items 7..10 as tokens
+    assert ex.target[0].tolist() == [8, 9, 10, 11]
+
+
+@pytest.mark.parametrize("method", ["fedscope", "sasrec", "gru4rec"])
+def test_training_states_equal_evaluation_states(method):
+    """The state a position is trained with is exactly what evaluation computes for that prefix."""
+    ds = tiny_dataset([[0, 20, 1, 21, 2, 3, 22], [5, 6, 25, 7, 26, 27]])
+    cfg = load_config(None, [f"method={method}", "model.max_len=10"])
+    m = method_class(method)(cfg, DataShape.of(ds))
+    model = m.build_model(0).eval()
+    seqs = [ds.sequence(s) for s in range(ds.n_sequences)]
+    ex = ClientExamples.build([0, 1], seqs, ds.domain_of, 2, max_len=10)
+    with torch.no_grad():
+        states, _ = model.forward_train(ex.batch(np.array([0, 1])))
+        scorer = m.scorer(model)
+        for row, seq in enumerate(seqs):
+            for p in range(1, len(seq)):
+                d = int(ds.domain_of(seq[p : p + 1])[0])
+                items = model.domain_item_vectors(d).numpy()
+                expect = scorer.score(EvalBatch(np.array([row]), [seq[:p]], d))[0]
+                got = items @ states[row, p - 1].numpy()
+                np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-5)
+
+
+def test_client_step_is_deterministic_and_learns():
+    ds = load_dataset("synthetic", n_users=300, n_items=120)
+    cfg = load_config(None, ["method=fedscope", "train.lr=0.005", "train.batch_size=64"])
+    m = method_class("fedscope")(cfg, DataShape.of(ds))
+    ex = m.prepare_client(ds, np.arange(ds.n_users), (0, 1))
+    a, b = m.build_model(1), m.build_model(1)
+    sa = m.client_step(a, ex, StepContext(7, 1, 0, 1))
+    sb = m.client_step(b, ex, StepContext(7, 1, 0, 1))
+    assert sa == sb
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    assert sa["intra"] != 0 and sa["inter"] != 0  # both IIDCL terms were computed
+    later = [m.client_step(a, ex, StepContext(s, s, 0, 1))["pred"] for s in range(2, 7)]
+    assert later[-1] < sa["pred"]
+
+
+@pytest.mark.parametrize("regime", ["centralised", "local"])
+def test_standalone_regimes_select_on_validation_and_report(regime, tmp_path):
+    cfg = load_config(
+        None,
+        [
+            *SMALL,
+            "method=sasrec",
+            f"federation.regime={regime}",
+            "federation.rounds=10",
+            "federation.fraction=0.3",
+            "partition.n_clients=3",
+            "train.lr=0.005",
+        ],
+    )
+    run_dir = runner.prepare_run(cfg, tmp_path / regime)
+    out = runner.train(run_dir)
+    for split in ("valid", "test"):
+        for mode in ("sampled", "full"):
+            method, floor = out[split][mode]
+            assert method["protocol"] == "synthetic-loo" and floor["scorer"] == "popularity"
+            assert 0 < method["metrics"]["overall"]["HR@10"] <= 1
+    assert json.loads((run_dir / "run.json").read_text())["regime"] == regime
+    if regime == "centralised":
+        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert [r["round"] for r in rows] == [1, 2, 3]  # ceil(10 * 0.3 * 1) epochs
+        best = max(rows, key=lambda r: r["validation"]["MRR"])
+        assert out["selected_round"] == best["round"]
+        assert (run_dir / "convergence.png").stat().st_size > 1000
+    else:
+        assert len(list((run_dir / "clients").glob("*/best.npz"))) == 3
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200")
+    return subprocess.run(
+        [sys.executable, "-m", "fedscope.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_recommend_prints_titles_and_rejects_unknown_items(tmp_path):
+    cfg = load_config(
+        None, [*SMALL, "method=sasrec", "federation.regime=centralised", "federation.rounds=5"]
+    )
+    run_dir = runner.prepare_run(cfg, tmp_path / "run")
+    runner.train(run_dir)
+    ds = load_dataset("synthetic", n_users=300, n_items=120)
+    keys = [ds.domains[0].item_keys[i] for i in (3, 5, 8)]
+    p = _cli("recommend", str(run_dir), "--history", ",".join(keys), "--top-k", "4")
+    assert p.returncode == 0, p.stderr
+    titles = [t for t in ds.domains[0].titles() if t]
+    assert sum(1 for t in titles if t in p.stdout) >= 3  # titles are printed
+    assert p.stdout.count("\n") >= 2 * 5
+    bad = _cli("recommend", str(run_dir), "--history", "no-such-item")
+    assert (
+        bad.returncode == 2 and "unknown item id(s)" in bad.stderr and "Traceback" not in bad.stderr
+    )
+
+
+def test_batch_with_targets_in_one_domain_only():
+    """Domains without a target in the batch still line up with their index in the objective."""
+    ds = tiny_dataset([[20, 21, 22, 23], [24, 25, 26, 27], [0, 1, 28, 2, 29, 3]])
+    cfg = load_config(None, ["method=fedscope", "loss.alpha=1.0"])
+    m = method_class("fedscope")(cfg, DataShape.of(ds))
+    ex = m.prepare_client(ds, np.array([0, 1]), (0, 1))  # only domain B targets
+    stats = m.client_step(m.build_model(0), ex, StepContext(1, 1, 0, 1))
+    assert np.isfinite(stats["loss"])
+    ex = m.prepare_client(ds, np.array([0, 1, 2]), (0, 1))
+    stats = m.client_step(m.build_model(0), ex, StepContext(1, 1, 0, 1))
+    assert stats["inter"] != 0  # user 2 has items of both domains
