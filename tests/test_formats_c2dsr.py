@@ -140,3 +140,35 @@ def test_duplicate_user_in_userlist(tmp_path):
         (3, True),
         (4, True),
     ]
+
+
+def _window(user: int, line: int, items_ts: list[tuple[int, int]]) -> str:
+    toks = "\t".join(f"{i}|{t}|2014-01-01 08:00:00|" for i, t in items_ts)
+    return f"{user}\t{line}\t{toks}\t"
+
+
+def test_given_split_is_used_when_traindata_exists(tmp_path):
+    """With traindata_new.txt present (not in our copies), its windows are the training data."""
+    d = tmp_path / "c2dsr"
+    d.mkdir()
+    (d / "Alist.txt").write_text("".join(f"{i}\tA{i}\t{i}\n" for i in range(5)))
+    (d / "Blist.txt").write_text("".join(f"{i}\tB{i}\t{i}\n" for i in range(5)))
+    (d / "userlist.txt").write_text("u0\t0\nu1\t1\nu2\t2\n")
+    (d / "traindata_new.txt").write_text(
+        _window(0, 0, [(1, 20), (0, 10), (6, 30)]) + "\n" + _window(0, 1, [(2, 5), (7, 6)]) + "\n"
+    )
+    (d / "validdata_new.txt").write_text(_window(1, 2, [(3, 3), (8, 1), (4, 9)]) + "\n")
+    (d / "testdata_new.txt").write_text(_window(2, 3, [(9, 7), (0, 2)]) + "\n")
+    from fedscope.data.errors import ProblemLog
+    from fedscope.data.formats.c2dsr import build
+
+    log = ProblemLog()
+    ds = build(d, log, {"name": "given", "domains": ["A", "B"]})
+    assert not log
+    ds.check_consistency()
+    assert ds.protocol == "c2dsr-given"
+    assert ds.seq_user.tolist() == [0, 0, 1, 2]
+    assert ds.sequence(0).tolist() == [0, 1, 6]  # stable-sorted by timestamp
+    assert ds.train_len.tolist() == [3, 2, 0, 0]
+    assert ds.valid.target.tolist() == [4] and ds.history(ds.valid, 0).tolist() == [8, 3]
+    assert ds.test.target.tolist() == [9] and ds.history(ds.test, 0).tolist() == [0]
