@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -184,9 +185,17 @@ def test_build_task_names_the_task_file_when_it_is_unusable(tmp_path: Path) -> N
 
 
 def _ray_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
+    """Ray processes of this test session: Ray's daemons and workers stay in the session of
+    the process that started them, so another Ray on the machine (another user's run) is
+    not counted."""
+    out = subprocess.run(["ps", "-eo", "sid,pid,stat,args"], capture_output=True, text=True).stdout
     names = ("raylet", "gcs_server", "ray::")
-    return [line for line in out.splitlines()[1:] if any(n in line for n in names)]
+    own = str(os.getsid(0))
+    return [
+        line.split(None, 1)[1]
+        for line in out.splitlines()[1:]
+        if line.split(None, 1)[0] == own and any(n in line for n in names)
+    ]
 
 
 def _last_weights(run_dir: Path) -> list[np.ndarray]:
