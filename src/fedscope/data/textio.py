@@ -8,6 +8,16 @@ from pathlib import Path
 from fedscope.data.errors import DataError, Problem, ProblemLog
 
 
+def is_uint(text: str) -> bool:
+    """A non-negative decimal integer (surrounding whitespace allowed).
+
+    ``str.isdigit()`` alone accepts characters such as "²" that ``int()`` rejects, which would
+    turn a bad field into an uncaught ValueError instead of a reported problem.
+    """
+    t = text.strip()
+    return t.isascii() and t.isdigit()
+
+
 def _line_of_offset(raw: bytes, offset: int) -> int:
     return raw.count(b"\n", 0, offset) + 1
 

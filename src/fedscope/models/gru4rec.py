@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from fedscope.models.transformer import (
     SequenceEncoding,
     gather_last,
-    items_to_tokens,
+    item_rows,
     new_item_embedding,
     valid_mask,
 )
@@ -48,11 +48,7 @@ class GRUSequenceEncoder(nn.Module):
 
     def item_vectors(self, items: Tensor | None = None) -> Tensor:
         """Embedding rows (the item-side ``z_v``) of item ids, or of all items when None."""
-        if self.item_embedding is None:
-            raise RuntimeError("this encoder has no item table of its own")
-        if items is None:
-            return self.item_embedding.weight[1:]
-        return self.item_embedding(items_to_tokens(items))
+        return item_rows(self.item_embedding, items)
 
     def forward(self, tokens: Tensor, return_all: bool = False) -> SequenceEncoding:
         """Encode right-padded ``[B, N]`` tokens."""

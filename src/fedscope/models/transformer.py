@@ -98,6 +98,15 @@ def new_item_embedding(n_items: int, dim: int) -> nn.Embedding:
     return table
 
 
+def item_rows(table: nn.Embedding | None, items: Tensor | None) -> Tensor:
+    """Rows of an encoder's own item table for item ids (all items when None)."""
+    if table is None:
+        raise RuntimeError("this encoder has no item table of its own")
+    if items is None:
+        return table.weight[1:]
+    return table(items_to_tokens(items))
+
+
 class SequenceEncoding(NamedTuple):
     """What every sequence encoder returns."""
 
@@ -172,11 +181,7 @@ class TransformerSequenceEncoder(nn.Module):
 
     def item_vectors(self, items: Tensor | None = None) -> Tensor:
         """Embedding rows (the item-side ``z_v``) of item ids, or of all items when None."""
-        if self.item_embedding is None:
-            raise RuntimeError("this encoder has no item table of its own")
-        if items is None:
-            return self.item_embedding.weight[1:]
-        return self.item_embedding(items_to_tokens(items))
+        return item_rows(self.item_embedding, items)
 
     def _attention_mask(self, valid: Tensor) -> Tensor:
         n = valid.shape[1]

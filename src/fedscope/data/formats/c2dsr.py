@@ -21,15 +21,9 @@ from fedscope.data.dataset import CrossDomainDataset, Domain, EvalSplit
 from fedscope.data.errors import ProblemLog
 from fedscope.data.protocols import chronological, leave_one_out, pack_sequences
 from fedscope.data.registry import DatasetSpec, register
-from fedscope.data.textio import iter_lines
+from fedscope.data.textio import is_uint, iter_lines
 
 WINDOW_FILES = ("traindata_new.txt", "validdata_new.txt", "testdata_new.txt")
-
-
-def _is_uint(text: str) -> bool:
-    # str.isdigit() alone accepts characters such as "²" that int() rejects.
-    t = text.strip()
-    return t.isascii() and t.isdigit()
 
 
 @dataclass
@@ -41,59 +35,45 @@ class Window:
     source: str  # "file:line" for error messages about duplicates
 
 
-def read_item_list(path: Path, log: ProblemLog) -> list[str]:
-    """``orig_id<TAB>ASIN<TAB>index`` per line; index must equal the 0-based line number."""
+def _read_indexed_keys(
+    path: Path, log: ProblemLog, fields: tuple[str, ...], what: str
+) -> list[str]:
+    """Tab-separated lines whose second-to-last field is the key and last field the 0-based
+    line number (C2DSR's item and user lists); bad lines keep their slot as ""."""
     keys: list[str] = []
     seen: dict[str, int] = {}
     for number, line in iter_lines(path, log=log):
         parts = line.split("\t")
-        if len(parts) != 3:
+        if len(parts) != len(fields):
             log.add(
                 path,
                 number,
-                f"expected 3 tab-separated fields (orig_id, ASIN, index), got {len(parts)}",
+                f"expected {len(fields)} tab-separated fields ({', '.join(fields)}), got {len(parts)}",
             )
             keys.append("")
             continue
-        _, asin, index = parts
-        if not _is_uint(index) or int(index) != number - 1:
+        key, index = parts[-2], parts[-1]
+        if not is_uint(index) or int(index) != number - 1:
             log.add(
                 path,
                 number,
-                f"item index {index!r} should be {number - 1} (the 0-based line number)",
+                f"{what} index {index!r} should be {number - 1} (the 0-based line number)",
             )
-        if asin in seen:
-            log.add(path, number, f"duplicate item {asin!r} (first on line {seen[asin]})")
-        seen.setdefault(asin, number)
-        keys.append(asin)
+        if key in seen:
+            log.add(path, number, f"duplicate {what} {key!r} (first on line {seen[key]})")
+        seen.setdefault(key, number)
+        keys.append(key)
     return keys
+
+
+def read_item_list(path: Path, log: ProblemLog) -> list[str]:
+    """``orig_id<TAB>ASIN<TAB>index`` per line; index must equal the 0-based line number."""
+    return _read_indexed_keys(path, log, ("orig_id", "ASIN", "index"), "item")
 
 
 def read_user_list(path: Path, log: ProblemLog) -> list[str]:
-    keys: list[str] = []
-    seen: dict[str, int] = {}
-    for number, line in iter_lines(path, log=log):
-        parts = line.split("\t")
-        if len(parts) != 2:
-            log.add(
-                path,
-                number,
-                f"expected 2 tab-separated fields (reviewerID, user_index), got {len(parts)}",
-            )
-            keys.append("")
-            continue
-        uid, index = parts
-        if not _is_uint(index) or int(index) != number - 1:
-            log.add(
-                path,
-                number,
-                f"user index {index!r} should be {number - 1} (the 0-based line number)",
-            )
-        if uid in seen:
-            log.add(path, number, f"duplicate user {uid!r} (first on line {seen[uid]})")
-        seen.setdefault(uid, number)
-        keys.append(uid)
-    return keys
+    """``reviewerID<TAB>user_index`` per line; index must equal the 0-based line number."""
+    return _read_indexed_keys(path, log, ("reviewerID", "user_index"), "user")
 
 
 def read_item_text(path: Path, keys: list[str], log: ProblemLog) -> tuple[str, ...]:
@@ -109,7 +89,7 @@ def read_item_text(path: Path, keys: list[str], log: ProblemLog) -> tuple[str, .
             )
             continue
         index, _, asin, title = parts
-        if not _is_uint(index) or int(index) >= len(keys):
+        if not is_uint(index) or int(index) >= len(keys):
             log.add(path, number, f"item index {index!r} out of range [0, {len(keys)})")
             continue
         if keys[int(index)] and asin != keys[int(index)]:
@@ -128,7 +108,7 @@ def read_windows(
     windows: list[Window] = []
     for number, line in iter_lines(path, log=log):
         fields = line.rstrip("\t").split("\t")
-        if len(fields) < 2 or not _is_uint(fields[0]) or not _is_uint(fields[1]):
+        if len(fields) < 2 or not is_uint(fields[0]) or not is_uint(fields[1]):
             log.add(
                 path, number, "malformed line: expected user_index<TAB>line_id<TAB>item|ts|date|..."
             )
@@ -143,7 +123,7 @@ def read_windows(
         bad = False
         for j, token in enumerate(tokens):
             parts = token.split("|")
-            if len(parts) < 2 or not _is_uint(parts[0]) or not _is_uint(parts[1].removeprefix("-")):
+            if len(parts) < 2 or not is_uint(parts[0]) or not is_uint(parts[1].removeprefix("-")):
                 log.add(
                     path, number, f"malformed token {j + 1} {token!r}: expected item|unix_ts|date|"
                 )

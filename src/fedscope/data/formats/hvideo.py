@@ -18,7 +18,7 @@ import numpy as np
 from fedscope.data.dataset import CrossDomainDataset, Domain, EvalSplit
 from fedscope.data.errors import ProblemLog
 from fedscope.data.registry import DatasetSpec, register
-from fedscope.data.textio import iter_lines
+from fedscope.data.textio import is_uint, iter_lines
 
 NAME = "hvideo"
 FOLDER = "hvideo-entertainment-education"
@@ -29,11 +29,6 @@ PROTOCOL_NOTE = (
     "No split: HVIDEO's interactions are not available in this copy (only the item lists "
     "items_x.txt/items_y.txt), so there are no users, sequences or evaluation instances."
 )
-
-
-def _is_uint(text: str) -> bool:
-    # str.isdigit() alone accepts digits such as "²" that int() rejects.
-    return text.isascii() and text.isdigit()
 
 
 def read_items(path: Path, prefix: str, offset: int | None, log: ProblemLog) -> list[str]:
@@ -56,7 +51,7 @@ def read_items(path: Path, prefix: str, offset: int | None, log: ProblemLog) -> 
             keys.append("")
             continue
         first, key, last = (p.strip() for p in parts)
-        if not _is_uint(first) or not _is_uint(last):
+        if not is_uint(first) or not is_uint(last):
             log.add(path, number, f"indices {first!r} and {last!r} must be non-negative integers")
         else:
             if offset is None:
@@ -70,7 +65,7 @@ def read_items(path: Path, prefix: str, offset: int | None, log: ProblemLog) -> 
                     f"index {first} should be {offset + row} (the domain offset {offset} plus "
                     f"the 0-based line number {row})",
                 )
-        if not (key.startswith(prefix) and _is_uint(key[len(prefix) :])):
+        if not (key.startswith(prefix) and is_uint(key[len(prefix) :])):
             log.add(path, number, f"item {key!r} should be {prefix!r} followed by digits")
         if key in seen:
             log.add(path, number, f"duplicate item {key!r} (first on line {seen[key]})")

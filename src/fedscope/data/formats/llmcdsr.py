@@ -34,7 +34,7 @@ from fedscope.data.dataset import CrossDomainDataset, Domain, EvalSplit
 from fedscope.data.errors import ProblemLog
 from fedscope.data.protocols import pack_sequences
 from fedscope.data.registry import DatasetSpec, register
-from fedscope.data.textio import iter_lines
+from fedscope.data.textio import is_uint, iter_lines
 
 NAME = "food-kitchen-llmcdsr"
 FOLDER = "amazon-food-kitchen-llmcdsr"
@@ -59,11 +59,6 @@ PROTOCOL_NOTE = (
 _SEQUENCE_LINE = re.compile(r"^\d+\t\d+(,\d+)*$")
 
 
-def _is_uint(text: str) -> bool:
-    # str.isdigit() alone accepts digits such as "²" that int() rejects.
-    return text.isascii() and text.isdigit()
-
-
 @dataclass
 class SequenceFile:
     """The well-formed lines of one sequence file."""
@@ -79,7 +74,7 @@ def read_counts(path: Path, expected: int, what: str, log: ProblemLog) -> list[i
     ok = True
     for number, line in iter_lines(path, log=log):
         text = line.strip()
-        if not _is_uint(text):
+        if not is_uint(text):
             log.add(path, number, f"expected a non-negative integer ({what}), got {line!r}")
             ok = False
             continue
@@ -120,7 +115,7 @@ def read_items(
             titles.append("")
             continue
         item_id, asin, title = parts
-        if not _is_uint(item_id):
+        if not is_uint(item_id):
             log.add(path, number, f"item_id {item_id!r} is not a non-negative integer")
         else:
             if offset is None:
@@ -175,7 +170,7 @@ def read_sequences(
             )
             continue
         uid_text, ids_text = parts
-        if not _is_uint(uid_text.strip()) or int(uid_text) < 1:
+        if not is_uint(uid_text.strip()) or int(uid_text) < 1:
             issues.append(
                 (number, f"uid {uid_text!r} is not a positive integer (uids are 1-based)")
             )
@@ -190,11 +185,11 @@ def read_sequences(
             continue
         tokens = ids_text.split(",")
         # One C-level test for the common case; token by token only to explain a failure.
-        if not _is_uint(ids_text.replace(",", "")) or "" in tokens:
+        if not is_uint(ids_text.replace(",", "")) or "" in tokens:
             issues.extend(
                 (number, f"malformed item id {t!r} (position {j + 1})")
                 for j, t in enumerate(tokens)
-                if not _is_uint(t)
+                if not is_uint(t)
             )
             continue
         if len(tokens) == 1:

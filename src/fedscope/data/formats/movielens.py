@@ -39,7 +39,7 @@ from fedscope.data.dataset import UNKNOWN, CrossDomainDataset, Domain
 from fedscope.data.errors import ProblemLog
 from fedscope.data.protocols import leave_one_out
 from fedscope.data.registry import DatasetSpec, register
-from fedscope.data.textio import iter_lines
+from fedscope.data.textio import is_uint, iter_lines
 
 NAME = "movielens-100k"
 FOLDER = "movielens-100k"
@@ -77,11 +77,6 @@ def domain_rule(tie_domain: str) -> str:
 _TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)(?P<suffix>(\s*\(V\))?)\s*$")
 
 
-def _is_uint(text: str) -> bool:
-    # str.isdigit() alone accepts digits such as "²" that int() rejects.
-    return text.isascii() and text.isdigit()
-
-
 @dataclass(frozen=True)
 class Movie:
     movie_id: int
@@ -111,7 +106,7 @@ def read_genres(path: Path, log: ProblemLog) -> list[str]:
     names: list[str] = []
     for number, line in iter_lines(path, encoding=ENCODING, log=log):
         parts = line.split("|")
-        if len(parts) != 2 or not _is_uint(parts[1].strip()):
+        if len(parts) != 2 or not is_uint(parts[1].strip()):
             log.add(path, number, f"expected name|index, got {line!r}")
             continue
         if int(parts[1]) != number - 1:
@@ -141,7 +136,7 @@ def read_movies(path: Path, log: ProblemLog) -> list[Movie]:
                 f"date, IMDb URL, {len(GENRES)} genre flags), got {len(parts)}",
             )
             continue
-        if not _is_uint(parts[0].strip()):
+        if not is_uint(parts[0].strip()):
             log.add(path, number, f"movie id {parts[0]!r} is not a non-negative integer")
             continue
         movie_id = int(parts[0])
@@ -178,10 +173,10 @@ def read_users(path: Path, log: ProblemLog) -> dict[int, tuple[str, ...]]:
                 f"occupation, zip), got {len(parts)}",
             )
             continue
-        if not _is_uint(parts[0].strip()):
+        if not is_uint(parts[0].strip()):
             log.add(path, number, f"user id {parts[0]!r} is not a non-negative integer")
             continue
-        if not _is_uint(parts[1].strip()):
+        if not is_uint(parts[1].strip()):
             log.add(path, number, f"age {parts[1]!r} is not a non-negative integer")
             continue
         user_id = int(parts[0])
