@@ -25,10 +25,9 @@ import math
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,6 +37,7 @@ from fedscope.data import load_dataset
 from fedscope.data.dataset import CrossDomainDataset
 from fedscope.data.partition import ClientPartition, Partitioning, partition, save_partitioning
 from fedscope.evaluation import EvalResult, Evaluator, PopularityScorer
+from fedscope.evaluation.evaluator import Mode
 from fedscope.federation import run_dir as layout
 from fedscope.training.task import (
     CONFIG_FILE,
@@ -237,15 +237,10 @@ def _client_valid_rows(task: RecommendationTask, client_id: int, ev: Evaluator) 
 # --- final evaluation --------------------------------------------------------------------------
 
 
-@dataclass
-class FinalTables:
-    valid: dict[str, list[EvalResult]]
-    test: dict[str, list[EvalResult]]
-
-
 def _evaluate_selected(
-    task: RecommendationTask, run_dir: Path, split: str, mode: str
-) -> EvalResult:
+    task: RecommendationTask, run_dir: Path, split: Literal["valid", "test"], mode: Mode
+) -> tuple[EvalResult, EvalResult]:
+    """The selected model's result and the popularity floor, same split and candidates."""
     config = task.config
     ev = Evaluator(
         task.dataset,
@@ -253,7 +248,7 @@ def _evaluate_selected(
         mode,
         n_negatives=config.eval.n_negatives,
         seed=config.eval.candidate_seed,
-    )  # type: ignore[arg-type]
+    )
     if config.federation.regime != "local":
         ck = layout.load_checkpoint(layout.best_checkpoint_path(run_dir))
         set_weights(task.model, ck.weights)
@@ -270,7 +265,7 @@ def _evaluate_selected(
         result = ev.summarise(config.method, higher, equal)
     result.scorer = f"{config.method} ({config.federation.regime})"
     floor = ev.evaluate(PopularityScorer(task.dataset))
-    return result, floor  # type: ignore[return-value]
+    return result, floor
 
 
 def finalise(run_dir: Path) -> dict[str, Any]:
@@ -283,9 +278,11 @@ def finalise(run_dir: Path) -> dict[str, Any]:
     if task.config.federation.regime != "local":
         ck = layout.load_checkpoint(layout.best_checkpoint_path(run_dir))
         out["selected_round"] = ck.round
-    for split in ("valid", "test"):
+    splits: tuple[Literal["valid", "test"], ...] = ("valid", "test")
+    modes: tuple[Mode, ...] = ("sampled", "full")
+    for split in splits:
         out[split] = {}
-        for mode in ("sampled", "full"):
+        for mode in modes:
             result, floor = _evaluate_selected(task, run_dir, split, mode)
             out[split][mode] = [result.to_dict(), floor.to_dict()]
     (run_dir / RESULTS_FILE).write_text(json.dumps(out, indent=2))
