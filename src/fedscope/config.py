@@ -67,7 +67,9 @@ class LossConfig(_Section):
 
 class TrainConfig(_Section):
     lr: float = Field(1e-3, gt=0)  # paper grid {1e-4, 5e-4, 1e-3}
-    weight_decay: float = Field(1e-5, ge=0)  # L2, paper grid {1e-5, 5e-5, 1e-4, 5e-4}
+    # L2 strength, paper grid {1e-5, 5e-5, 1e-4, 5e-4}; applied decoupled (AdamW), see the
+    # client step in methods/sequential.py for why coupled L2 breaks sparse item tables
+    weight_decay: float = Field(1e-5, ge=0)
     batch_size: int = Field(256, ge=1)  # paper: 256
     local_epochs: int = Field(1, ge=1)  # paper: E = 1
     threads: int = Field(0, ge=0)  # torch threads per client process (0: torch default)
