@@ -286,7 +286,8 @@ def finalise(run_dir: Path) -> dict[str, Any]:
             result, floor = _evaluate_selected(task, run_dir, split, mode)
             out[split][mode] = [result.to_dict(), floor.to_dict()]
     (run_dir / RESULTS_FILE).write_text(json.dumps(out, indent=2))
-    plot_convergence(run_dir)
+    floor = task.validation_evaluator().evaluate(PopularityScorer(task.dataset))
+    plot_convergence(run_dir, floor.metrics["overall"]["HR@10"])
     return out
 
 
@@ -295,8 +296,9 @@ def results_as_eval(results: dict[str, Any], split: str, mode: str) -> list[Eval
     return [EvalResult(**{k: v for k, v in r.items()}) for r in results[split][mode]]
 
 
-def plot_convergence(run_dir: Path) -> Path | None:
-    """Validation HR@10 against round (federated/centralised runs)."""
+def plot_convergence(run_dir: Path, floor_hr10: float | None = None) -> Path | None:
+    """Validation HR@10 against round (federated/centralised runs), with the popularity floor
+    on the same validation instances as a dashed line."""
     rows = layout.read_metrics(run_dir)
     points = [(r["round"], (r.get("validation") or {}).get("HR@10")) for r in rows]
     points = [(x, y) for x, y in points if y is not None]
@@ -309,7 +311,16 @@ def plot_convergence(run_dir: Path) -> Path | None:
 
     config = read_config(run_dir)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot([x for x, _ in points], [100 * y for _, y in points], marker="o", markersize=2.5)
+    ax.plot(
+        [x for x, _ in points],
+        [100 * y for _, y in points],
+        marker="o",
+        markersize=2.5,
+        label=config.method,
+    )
+    if floor_hr10 is not None:
+        ax.axhline(100 * floor_hr10, color="grey", linestyle="--", label="popularity (floor)")
+    ax.legend(loc="lower right")
     ax.set_xlabel("communication round" if config.federation.regime == "federated" else "epoch")
     ax.set_ylabel("validation HR@10 (%)")
     ax.set_title(f"{config.method} on {config.data.name} ({config.federation.regime})")
