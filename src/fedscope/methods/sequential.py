@@ -118,11 +118,9 @@ class SequentialMethod(Method):
         use_inter = alpha * lam_inter > 0
         intra_w = DecoupledWeights(cfg.loss.intra_align, cfg.loss.intra_uniform, cfg.loss.tau_intra)
         inter_w = DecoupledWeights(cfg.loss.inter_align, cfg.loss.inter_uniform, cfg.loss.tau_inter)
-        # Decoupled weight decay (AdamW). Coupled L2 in Adam is normalised like any gradient, so
-        # an item row without data gradient would move by about lr * sign(w) every step: with a
-        # client touching a few hundred of tens of thousands of rows, every round would erode
-        # almost the whole item table (measured: 5% of a row's value per step at lr 5e-3).
-        optimiser = torch.optim.AdamW(
+        # See TrainConfig.optimizer: coupled L2 (Adam) erodes untouched item rows by ~lr per step.
+        optimiser_class = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
+        optimiser = optimiser_class(
             model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
         )
         bank, bank_present = self._bank(model, ex) if use_intra else (None, None)
