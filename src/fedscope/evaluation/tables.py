@@ -1,4 +1,4 @@
-"""Result tables for the terminal (rich) and for documents (Markdown).
+"""Result tables for the terminal.
 
 Every table states the data set, the split protocol and the ranking protocol,
 because numbers without them cannot be compared.
@@ -52,28 +52,3 @@ def rich_table(
                 end_section=ri == len(results) - 1 and gi < len(cols) - 1,
             )
     return table
-
-
-def markdown_table(
-    results: Sequence[EvalResult],
-    groups: Sequence[str] | None = None,
-    metrics: Sequence[str] = DEFAULT_METRICS,
-) -> str:
-    cols = _groups(results, groups)
-    header = ["method"] + [f"{g} {m}" for g in cols for m in metrics]
-    lines = [
-        f"_{caption(results)}_",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-    ]
-    for r in results:
-        vals = [
-            f"{100 * r.metrics[g][m]:.2f}" if g in r.metrics and m in r.metrics[g] else "–"
-            for g in cols
-            for m in metrics
-        ]
-        lines.append("| " + " | ".join([r.scorer, *vals]) + " |")
-    counts = ", ".join(f"{g}: {r.counts.get(g, 0)}" for g in cols)
-    lines += ["", f"Instances — {counts}."]
-    return "\n".join(lines)

@@ -39,11 +39,10 @@ from fedscope.data.partition import ClientPartition, Partitioning, partition, sa
 from fedscope.evaluation import EvalResult, Evaluator, PopularityScorer
 from fedscope.evaluation.evaluator import Mode
 from fedscope.federation import run_dir as layout
+from fedscope.federation.run_dir import CONFIG_FILE
 from fedscope.training.task import (
-    CONFIG_FILE,
     PARTITION_FILE,
     RecommendationTask,
-    derived_seed,
     get_weights,
     set_weights,
     validation_metrics,
@@ -293,7 +292,7 @@ def finalise(run_dir: Path) -> dict[str, Any]:
 
 def results_as_eval(results: dict[str, Any], split: str, mode: str) -> list[EvalResult]:
     """EvalResults back from results.json, for printing tables."""
-    return [EvalResult(**{k: v for k, v in r.items()}) for r in results[split][mode]]
+    return [EvalResult(**r) for r in results[split][mode]]
 
 
 def plot_convergence(run_dir: Path, floor_hr10: float | None = None) -> Path | None:
@@ -330,6 +329,3 @@ def plot_convergence(run_dir: Path, floor_hr10: float | None = None) -> Path | N
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-__all__ = ["derived_seed", "finalise", "prepare_run", "train"]

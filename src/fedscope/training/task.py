@@ -18,10 +18,10 @@ from fedscope.data import load_dataset
 from fedscope.data.dataset import CrossDomainDataset
 from fedscope.data.partition import Partitioning, load_partitioning
 from fedscope.evaluation import Evaluator
+from fedscope.federation.run_dir import CONFIG_FILE
 from fedscope.federation.task import ClientUpdate, FederationSettings, Weights
 from fedscope.methods import DataShape, Method, StepContext, method_class
 
-CONFIG_FILE = "config.json"
 PARTITION_FILE = "partition.json"
 
 
