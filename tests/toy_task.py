@@ -34,6 +34,13 @@ DEFAULTS: dict[str, Any] = {
     "local_steps": 2,
     "fail_clients": [],  # these clients raise in fail_round (tests of failed rounds)
     "fail_round": 0,
+    # {"round": [clients]} (JSON keys are strings): these clients raise in that round. Under
+    # SecAgg+ the train handler runs in the collect-masked-vectors stage, after the client
+    # shared its keys, so this is a dropout SecAgg+ must reconstruct around.
+    "fail_schedule": {},
+    # These clients report |U_k| = 0 in every round (as a client whose privacy budget is
+    # spent will); their delta is still the real one, so only the weight keeps it out.
+    "zero_weight_clients": [],
     "privatiser_scale": 0.0,  # > 0: the task exposes a privatiser hook (see ToyTask)
 }
 
@@ -111,6 +118,8 @@ class ToyTask:
     def client_update(self, client_id: int, weights: Weights, server_round: int) -> ClientUpdate:
         if client_id in self.config["fail_clients"] and server_round == self.config["fail_round"]:
             raise RuntimeError(f"injected failure of toy client {client_id}")
+        if client_id in self.scheduled_failures(server_round):
+            raise RuntimeError(f"injected dropout of toy client {client_id}")
         data = self.clients[client_id]
         w, b = weights[0].copy(), weights[1].copy()
         loss0 = _mse(data, w, b)
@@ -118,11 +127,15 @@ class ToyTask:
             residual = data.x @ w + b[0] - data.y
             w -= self.config["lr"] * data.x.T @ residual / len(data.y)
             b -= self.config["lr"] * np.array([residual.mean()])
+        weightless = client_id in self.config["zero_weight_clients"]
         return ClientUpdate(
             delta=[w - weights[0], b - weights[1]],
-            n_users=len(data.y),
+            n_users=0 if weightless else len(data.y),
             metrics={"loss": loss0},
         )
+
+    def scheduled_failures(self, server_round: int) -> list[int]:
+        return [int(k) for k in self.config["fail_schedule"].get(str(server_round), [])]
 
     def evaluate(self, weights: Weights, server_round: int) -> dict[str, float]:
         mse = _mse(self.valid, weights[0], weights[1])
@@ -151,7 +164,9 @@ def reference_run(
     """The paper's update computed directly: w += sum |U_k| Delta_k / sum |U_k|.
 
     Rounds in ``skip_rounds`` sample clients but leave the weights unchanged (a failed
-    round under ``on-failed-round = "skip"``).
+    round under ``on-failed-round = "skip"``). Clients in ``fail_schedule`` for a round
+    are left out of its sums (SecAgg+ dropouts), and a round whose sum of |U_k| is zero
+    leaves the weights unchanged.
     """
     task = ToyTask({**DEFAULTS, **config_overrides})
     c = task.config
@@ -171,12 +186,15 @@ def reference_run(
         total = 0
         step = [np.zeros_like(w) for w in weights]
         for k in chosen:
+            if k in task.scheduled_failures(rnd):
+                continue
             update = task.client_update(k, weights, rnd)
             delta = update.delta
             if task.privatiser is not None:
                 delta = task.privatiser(delta, k, rnd, None)
             total += update.n_users
             step = [s + update.n_users * d for s, d in zip(step, delta, strict=True)]
-        weights = [w + s / total for w, s in zip(weights, step, strict=True)]
+        if total > 0:
+            weights = [w + s / total for w, s in zip(weights, step, strict=True)]
         validation[rnd] = task.evaluate(weights, rnd)
     return Reference(weights, sampled, validation)

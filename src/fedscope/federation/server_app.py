@@ -11,6 +11,14 @@ drives one Flower fit workflow per round (``SecAggPlusWorkflow`` or
    ``eval_every`` rounds and at round T, a ``metrics.jsonl`` line, the last checkpoint,
    and the best checkpoint by ``selection_metric`` (higher is better).
 
+SecAgg+ dropouts: SecAgg+ is run with ``num_shares=1.0`` (every sampled client holds a
+share of every other's keys) and ``reconstruction_threshold=0.7``, so Flower sets the
+threshold to ``max(2, round(0.7 * m))`` for m sampled clients. A client that fails after
+sharing its keys (its train handler raised) drops out; while at least the threshold of
+clients is left the round completes over the survivors (a ``clients_dropped_out`` event
+names the others), below it SecAgg+ cannot reconstruct the masks and the round fails with
+the counts (sampled, replied, threshold) in the error and the ``round_failed`` event.
+
 Run config keys (``context.run_config`` merged with the factory's overrides):
 
 ``run-dir``              the run directory (required)
@@ -36,6 +44,8 @@ from typing import Any
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Stage
+from flwr.common.secure_aggregation.secaggplus_constants import Key as SecAggKey
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.compat.app_utils import start_update_client_manager_thread
 from flwr.server.workflow import SecAggPlusWorkflow
@@ -125,6 +135,7 @@ def serve(grid: Grid, context: Context, options: ServerOptions) -> dict[str, Any
         seed=settings.seed,
         fraction=settings.fraction,
         secagg=settings.secagg,
+        size_bound=settings.size_bound,
         audit_dir=run_dir / "audit" if options.audit_received else None,
     )
     legacy = LegacyContext(
@@ -274,7 +285,7 @@ def _round_loop(
     fit_workflow = (
         SecAggPlusWorkflow(
             num_shares=1.0,  # a fraction: every sampled client is every other's neighbour
-            reconstruction_threshold=0.7,
+            reconstruction_threshold=0.7,  # max(2, round(0.7 m)) of the m shares
             max_weight=1.0,  # clients send num_examples = 1; the size weight is in the vector
             clipping_range=SECAGG_CLIPPING_RANGE,
         )
@@ -286,13 +297,23 @@ def _round_loop(
     for rnd in range(start.first_round, last_round + 1):
         round_started = time.perf_counter()
         round_config[Key.CURRENT_ROUND] = rnd
-        observed.errors.clear()
+        observed.new_round()
         fit_workflow(observed, legacy)
         fit_s = time.perf_counter() - round_started
         record = strategy.rounds.get(rnd) or RoundRecord(sampled=[])
         if not record.applied:
             _report_failed_round(rnd, record, observed, strategy, settings, options)
             skipped.append(rnd)
+        elif record.dropped:
+            layout.append_event(
+                run_dir,
+                "clients_dropped_out",
+                round=rnd,
+                sampled=record.sampled,
+                dropped=record.dropped,
+                secagg_threshold=observed.secagg_threshold,
+                errors=[reason[:MAX_ERROR_CHARS] for _, reason in observed.errors],
+            )
         weights = wire.record_to_weights(legacy.state.array_records[MAIN_PARAMS_RECORD])
 
         validation: dict[str, float] | None = None
@@ -317,6 +338,9 @@ def _round_loop(
                 "round": rnd,
                 "sampled": record.sampled,
                 "aggregated": record.applied,
+                "dropped": record.dropped,
+                "mean_size_weight": record.mean_size_weight,
+                "step_skipped": record.step_skipped,
                 "secagg": settings.secagg,
                 "fit_s": fit_s,
                 "eval_s": eval_s,
@@ -359,8 +383,7 @@ def _report_failed_round(
     errors = [reason[:MAX_ERROR_CHARS] for _, reason in observed.errors] or record.failures
     if not record.aggregate_called:
         what = (
-            "SecAgg+ halted without aggregating (Flower's SecAggPlusWorkflow returns "
-            "silently when too few sampled clients answer)"
+            _secagg_halt_reason(observed)
             if settings.secagg
             else "the fit workflow returned without aggregating"
         )
@@ -374,6 +397,9 @@ def _report_failed_round(
         sampled=record.sampled,
         failed_clients=failed_clients,
         aggregate_called=record.aggregate_called,
+        reason=what,
+        secagg_threshold=observed.secagg_threshold,
+        secagg_stages=[vars(tally) for tally in observed.secagg_stages],
         errors=[e[:MAX_ERROR_CHARS] for e in errors],
         action=options.on_failed_round,
     )
@@ -386,6 +412,24 @@ def _report_failed_round(
         )
 
 
+def _secagg_halt_reason(observed: ReplyErrorLog) -> str:
+    what = "SecAgg+ halted without aggregating"
+    short = observed.secagg_shortfall()
+    if short is None or observed.secagg_threshold is None:
+        return (
+            f"{what} (Flower's SecAggPlusWorkflow returns silently when too few sampled "
+            "clients answer)"
+        )
+    sampled = observed.secagg_stages[0].sent
+    return (
+        f"{what}: it could not reconstruct the aggregate because too many clients dropped "
+        f"out ({sampled} sampled, {short.replied} replied in its "
+        f"{short.stage.replace('_', ' ')!r} stage, fewer than the reconstruction threshold "
+        f"of {observed.secagg_threshold}; a round survives at most "
+        f"{max(sampled - observed.secagg_threshold, 0)} dropouts)"
+    )
+
+
 def _first_line_with(errors: list[str], needle: str) -> str | None:
     for error in errors:
         for line in error.splitlines():
@@ -394,16 +438,40 @@ def _first_line_with(errors: list[str], needle: str) -> str | None:
     return None
 
 
+@dataclass
+class SecAggStageTally:
+    """One SecAgg+ stage of a round: messages sent, replies without an error."""
+
+    stage: str
+    sent: int
+    replied: int
+
+
 class ReplyErrorLog(Grid):
     """Flower's Grid, passed through unchanged, keeping the error replies it returns.
 
     Fit workflows turn client errors into anonymous exceptions (or, SecAgg+, drop them),
     so the loop reads the failing nodes from here to name the clients of a failed round.
+    It also tallies SecAgg+'s stages and keeps the threshold Flower sent in its setup
+    message, since the workflow reports neither when it halts.
     """
 
     def __init__(self, grid: Grid) -> None:
         self._grid = grid
         self.errors: list[tuple[int, str]] = []
+        self.secagg_stages: list[SecAggStageTally] = []
+        self.secagg_threshold: int | None = None
+
+    def new_round(self) -> None:
+        self.errors.clear()
+        self.secagg_stages.clear()
+        self.secagg_threshold = None
+
+    def secagg_shortfall(self) -> SecAggStageTally | None:
+        """The first stage that left fewer clients than the threshold (SecAgg+ halts there)."""
+        if self.secagg_threshold is None:
+            return None
+        return next((t for t in self.secagg_stages if t.replied < self.secagg_threshold), None)
 
     def set_run(self, run: Run) -> None:
         self._grid.set_run(run)
@@ -434,7 +502,22 @@ class ReplyErrorLog(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        return self._note(self._grid.send_and_receive(messages, timeout=timeout))
+        messages = list(messages)
+        stage = self._secagg_stage(messages)  # read before sending: clients pop the stage key
+        replies = self._note(self._grid.send_and_receive(messages, timeout=timeout))
+        if stage is not None:
+            ok = sum(not reply.has_error() for reply in replies)
+            self.secagg_stages.append(SecAggStageTally(stage, len(messages), ok))
+        return replies
+
+    def _secagg_stage(self, messages: list[Message]) -> str | None:
+        if not messages or RECORD_KEY_CONFIGS not in messages[0].content.config_records:
+            return None
+        config = messages[0].content.config_records[RECORD_KEY_CONFIGS]
+        stage = config.get(SecAggKey.STAGE)
+        if stage == Stage.SETUP:
+            self.secagg_threshold = int(config[SecAggKey.THRESHOLD])
+        return str(stage) if stage is not None else None
 
     def _note(self, replies: Iterable[Message]) -> list[Message]:
         replies = list(replies)

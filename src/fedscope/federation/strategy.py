@@ -8,6 +8,16 @@ SecAgg+ reveals exactly that mean and nothing else, so this one strategy serves 
 and SecAgg+ rounds unchanged (under SecAgg+ every FitRes holds the same aggregate),
 and |U_k| never travels in the clear.
 
+Two cases bend the plain picture:
+
+- *Dropouts under SecAgg+*: clients that fail after sharing their keys drop out, and
+  SecAgg+ unmasks the mean over the survivors as long as at least its reconstruction
+  threshold of clients is left; the decoded step is then the size-weighted average over
+  the survivors. Plain rounds still need every sampled client.
+- *Zero weights*: a client may send ``|U_k| = 0`` (e.g. its privacy budget is spent). Its
+  vector is all zeros, so it drops out of both sums; when every contributor sends zero the
+  round leaves the weights unchanged instead of dividing by zero.
+
 It is a *legacy* Strategy because Flower's ``SecAggPlusWorkflow`` accepts only those.
 """
 
@@ -58,21 +68,35 @@ def sample_partitions(
 
 
 def encode_weighted(delta: Weights, n_users: int, size_bound: int) -> Weights:
-    """``[(|U|/S) * Delta..., [|U|/S]]``: the size weight rides inside the (maskable) vector."""
-    if n_users < 1:
-        raise ValueError(f"|U_k| must be at least 1, got {n_users}")
+    """``[(|U|/S) * Delta..., [|U|/S]]``: the size weight rides inside the (maskable) vector.
+
+    ``n_users = 0`` is allowed (a client that must not move the model) and gives zeros.
+    """
+    if n_users < 0:
+        raise ValueError(f"|U_k| must be at least 0, got {n_users}")
     if n_users > size_bound:
         raise ValueError(
             f"|U_k| = {n_users} exceeds the public size bound S = {size_bound}; "
             "raise FederationSettings.size_bound"
         )
     weight = n_users / size_bound
+    if n_users == 0:
+        # Zeros built directly, not 0 * Delta: 0 * nan is nan, and a weightless client's
+        # update must not be able to reach the sum whatever it holds.
+        return [
+            np.zeros(np.shape(d), dtype=np.result_type(np.asarray(d), weight)) for d in delta
+        ] + [np.array([0.0], dtype=np.float64)]
     return [np.asarray(d) * weight for d in delta] + [np.array([weight], dtype=np.float64)]
+
+
+def mean_size_weight(mean_vector: Weights) -> float:
+    """The last entry of a mean of encoded vectors: ``sum_k |U_k| / (n S)``."""
+    return float(np.asarray(mean_vector[-1]).reshape(-1)[0])
 
 
 def decode_weighted_mean(mean_vector: Weights) -> Weights:
     """``Delta = mean[:-1] / mean[-1]`` from the mean of encoded client vectors."""
-    total_weight = float(np.asarray(mean_vector[-1]).reshape(-1)[0])
+    total_weight = mean_size_weight(mean_vector)
     if not total_weight > 0:
         raise ValueError(f"mean size weight must be positive, got {total_weight}")
     return [np.asarray(m) / total_weight for m in mean_vector[:-1]]
@@ -91,9 +115,12 @@ class RoundRecord:
 
     sampled: list[int]
     aggregate_called: bool = False  # False after a fit workflow: it halted (SecAgg+) silently
-    applied: bool = False  # the global weights were updated
+    applied: bool = False  # the round aggregated and set the global weights (see step_skipped)
     contributors: list[int] = field(default_factory=list)
+    dropped: list[int] = field(default_factory=list)  # sampled, not in a SecAgg+ aggregate
     failures: list[str] = field(default_factory=list)
+    mean_size_weight: float | None = None  # sum_k |U_k| / (n S) over the n contributors
+    step_skipped: str | None = None  # why an aggregated round left the weights unchanged
     client_metrics: dict[str, float] | None = None  # means over clients (plain rounds only)
     distinct_updates: int = 0  # how many different update vectors the server was handed
 
@@ -102,7 +129,10 @@ class SizeWeightedDeltaStrategy(Strategy):
     """Seeded partition sampling plus the size-weighted delta step.
 
     ``set_partitions`` must be called with the partition-id -> node-id map (found by the
-    server's whoami query) before the first round.
+    server's whoami query) before the first round. ``size_bound`` is the public bound S
+    the clients encode with; with it, a round whose decoded total of users is below one
+    half counts as carrying no weight, which absorbs SecAgg+'s quantisation residue
+    (without it, only a mean size weight <= 0 does).
     """
 
     def __init__(
@@ -111,11 +141,13 @@ class SizeWeightedDeltaStrategy(Strategy):
         seed: int,
         fraction: float,
         secagg: bool = False,
+        size_bound: int | None = None,
         audit_dir: Path | None = None,
     ) -> None:
         self.seed = seed
         self.fraction = fraction
         self.secagg = secagg
+        self.size_bound = size_bound
         # When set, every round's received FitRes vectors are saved for privacy audits/tests.
         self.audit_dir = audit_dir
         self.node_of_partition: dict[int, int] = {}
@@ -177,12 +209,18 @@ class SizeWeightedDeltaStrategy(Strategy):
             if p is not None
         )
         record.failures = [self._describe_failure(f) for f in failures]
-        if failures or not results:
+        if not results:
+            record.failures = record.failures or ["no client returned an update"]
+            return None, {}
+        if failures and not self.secagg:
             # The paper's step averages over all sampled clients; a partial average is not
             # it, so the round is reported instead (the server loop decides fail or skip).
-            if not failures:
-                record.failures = ["no client returned an update"]
             return None, {}
+        # SecAgg+ calls this only after unmasking the sum over the clients that sent masked
+        # vectors (too many dropouts halt it before), so every FitRes holds the survivors'
+        # mean and the decoded step is their size-weighted average: the failures are
+        # dropouts the protocol recovered from.
+        record.dropped = sorted(set(record.sampled) - set(record.contributors))
         if server_round not in self._round_weights:
             raise RuntimeError(f"aggregate_fit for round {server_round} before configure_fit")
         current = self._round_weights[server_round]
@@ -194,11 +232,17 @@ class SizeWeightedDeltaStrategy(Strategy):
         record.distinct_updates = len({_digest(v) for v in vectors})
         if self.audit_dir is not None:
             self._audit(server_round, results, vectors)
-        delta = decode_weighted_mean(mean_of_vectors(vectors))
-        new_weights = [
-            (np.asarray(w) + d).astype(np.asarray(w).dtype, copy=False)
-            for w, d in zip(current, delta, strict=True)
-        ]
+        mean = mean_of_vectors(vectors)
+        record.mean_size_weight = mean_size_weight(mean)
+        if self._carries_no_weight(record.mean_size_weight, len(vectors)):
+            record.step_skipped = "every contributing client sent zero weight (|U_k| = 0)"
+            new_weights = [np.array(w, copy=True) for w in current]
+        else:
+            delta = decode_weighted_mean(mean)
+            new_weights = [
+                (np.asarray(w) + d).astype(np.asarray(w).dtype, copy=False)
+                for w, d in zip(current, delta, strict=True)
+            ]
         record.client_metrics = _mean_metrics([fitres.metrics for _, fitres in results])
         record.applied = True
         return ndarrays_to_parameters(new_weights), {}
@@ -222,6 +266,13 @@ class SizeWeightedDeltaStrategy(Strategy):
         return None  # the server loop calls the task's evaluate itself, on its own schedule
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _carries_no_weight(self, mean_weight: float, n_vectors: int) -> bool:
+        if self.size_bound is None:
+            return not mean_weight > 0
+        # mean * S * n is sum_k |U_k|, a whole number of users; SecAgg+ quantises the mean
+        # (step about 4e-6), so "zero" is "rounds to no user", never "exactly 0.0".
+        return mean_weight * self.size_bound * n_vectors < 0.5
 
     def _describe_failure(self, failure: tuple[ClientProxy, FitRes] | BaseException) -> str:
         if isinstance(failure, BaseException):
