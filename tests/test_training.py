@@ -149,3 +149,32 @@ def test_batch_with_targets_in_one_domain_only():
     ex = m.prepare_client(ds, np.array([0, 1, 2]), (0, 1))
     stats = m.client_step(m.build_model(0), ex, StepContext(1, 1, 0, 1))
     assert stats["inter"] != 0  # user 2 has items of both domains
+
+
+def test_no_item_table_keeps_the_table_public_frozen_and_off_the_wire(tmp_path):
+    from fedscope.training.task import RecommendationTask
+
+    sets = [*SMALL, "partition.n_clients=2", "federation.rounds=3"]
+    full_dir = runner.prepare_run(load_config(None, sets), tmp_path / "all")
+    lean_dir = runner.prepare_run(
+        load_config(None, [*sets, "federation.shared_parameters=no-item-table"]), tmp_path / "lean"
+    )
+    full, lean = (
+        RecommendationTask.from_run_dir(full_dir),
+        RecommendationTask.from_run_dir(lean_dir),
+    )
+    sent_full, sent_lean = full.initial_weights(), lean.initial_weights()
+    assert len(sent_lean) == len(sent_full) - 1
+    table = full.model.items.weight.detach().numpy()
+    assert not any(w.shape == table.shape for w in sent_lean)
+    assert sum(w.size for w in sent_lean) < sum(w.size for w in sent_full) - table.size + 1
+
+    before = lean.model.items.weight.detach().clone()
+    update = lean.client_update(0, sent_lean, server_round=1)
+    assert [d.shape for d in update.delta] == [w.shape for w in sent_lean]
+    assert any(np.abs(d).max() > 0 for d in update.delta)  # the shared part trained
+    assert torch.equal(lean.model.items.weight, before)  # the table did not
+    # every party rebuilds the same table from the run seed: server and a fresh client agree
+    other = RecommendationTask.from_run_dir(lean_dir)
+    assert torch.equal(other.model.items.weight, before)
+    np.testing.assert_array_equal(before.numpy(), table)  # same seed, same initial table

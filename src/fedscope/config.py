@@ -47,6 +47,10 @@ class ModelConfig(_Section):
     # z~ = z + Enc([z; f_A]) instead of Enc([z; f_A]). Measured on the generated data set
     # (BENCHMARKS.md): the plain two-layer MLP over item embeddings cost 9 points of HR@10.
     fusion_residual: bool = True
+    # Std of the item table's initial rows; None: dim**-0.5 (unit-norm rows). Under federated
+    # training a rare item is rarely touched, so its random initial logit stays; a small value
+    # starts every item near zero and lets popularity be learned (BENCHMARKS.md).
+    item_init_std: float | None = Field(None, gt=0)
 
 
 class LossConfig(_Section):
@@ -74,6 +78,12 @@ class TrainConfig(_Section):
     # faster than "adamw" (decoupled decay) in our first runs (BENCHMARKS.md). Kept as the
     # paper-literal default until item biases / initialisation are studied.
     optimizer: Literal["adam", "adamw"] = "adam"
+    # "cosine": lr decays from lr to lr * lr_min_ratio over the rounds (or standalone passes).
+    # Clients start each round with a fresh Adam state, so every step moves each touched
+    # parameter by about lr whatever its gradient; a constant lr leaves a noise floor that
+    # only a decaying lr removes (BENCHMARKS.md, Food-Kitchen tuning).
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_min_ratio: float = Field(0.1, ge=0, le=1)
     batch_size: int = Field(256, ge=1)  # paper: 256
     local_epochs: int = Field(1, ge=1)  # paper: E = 1
     threads: int = Field(0, ge=0)  # torch threads per client process (0: torch default)
@@ -84,6 +94,13 @@ class FederationConfig(_Section):
     rounds: int = Field(200, ge=1)  # paper: T = 200
     fraction: float = Field(0.2, gt=0, le=1)  # paper: C = 0.2
     engine: Literal["simulation", "deployment"] = "simulation"
+    # Which parameters travel. "no-item-table": the item embedding table stays at its seeded
+    # initial value on every party (public, never trained, never sent); only encoders and
+    # fusion layers are federated. Cuts each message to a few percent and keeps the DP noise
+    # vector small (BENCHMARKS.md measures what it costs in accuracy).
+    shared_parameters: Literal["all", "no-item-table"] = "all"
+    # Flower's SecAgg+: the server only learns the sum of the sampled clients' updates.
+    secure_aggregation: bool = False
 
 
 class EvalConfig(_Section):
@@ -93,6 +110,43 @@ class EvalConfig(_Section):
     valid_subset: int | None = Field(3000, ge=1)  # fixed subset for per-round validation; None: all
     selection_metric: Literal["MRR", "HR@10", "NDCG@10"] = "MRR"  # paper: best validation MRR
     patience: int | None = Field(None, ge=1)  # stop after this many validations without gain
+
+
+class PrivacyConfig(_Section):
+    """Adaptive personalised differential privacy (the paper's "Privacy protection").
+
+    Off while ``epsilon`` is None. Uniform DP, the paper's baseline, is ``beta=0`` with
+    ``clip_gamma=None`` (fixed clipping) in the same code path.
+    """
+
+    epsilon: float | None = Field(None, gt=0)  # eps_total, split over clients (see allocation)
+    delta: float = Field(1e-5, gt=0, lt=1)  # delta_total; delta_k = delta_total / K
+    beta: float = Field(0.5, ge=0, le=1)  # eps_k proportional to |U_k|^beta
+    # "split": eps_k = eps_total * |U_k|^b / sum_j |U_j|^b, as in the paper (the clients'
+    # budgets sum to eps_total). "mean": the same shares scaled by K, so the mean client
+    # budget is eps_total (each client's own guarantee is eps_k either way).
+    allocation: Literal["split", "mean"] = "split"
+    clip_initial: float = Field(1.0, gt=0)  # C_k before the client has any update norm
+    clip_gamma: float | None = Field(1.0, gt=0)  # C_k = gamma * median(last M norms); None: fixed
+    clip_window: int = Field(5, ge=1)  # M
+    # "accountant": one noise multiplier per client, solved so that the accountant's epsilon
+    # after T rounds equals eps_k (the budget typed is the budget reported). "per-round": the
+    # paper's sigma_k = sqrt(2 ln(1.25/delta_k)) C_k / eps_k, which bounds one round only; the
+    # accountant then stops clients when they reach eps_k (see on_exhausted).
+    calibration: Literal["accountant", "per-round"] = "accountant"
+    on_exhausted: Literal["suspend", "raise-noise"] = "suspend"
+    accountant: Literal["rdp", "opacus-rdp"] = "rdp"
+    # Amplification by subsampling (q = C) assumes the adversary does not learn which clients
+    # were sampled; False accounts every round at q = 1 (the conservative choice).
+    amplification: bool = True
+    max_noise_multiplier: float = Field(1e4, gt=0)  # budgets needing more are refused
+    # Noise from the OS's entropy instead of the run seed: real deployments; breaks
+    # bit-identical resume, so off by default in research runs.
+    secure_noise: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon is not None
 
 
 class ExperimentConfig(_Section):
@@ -106,12 +160,23 @@ class ExperimentConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     federation: FederationConfig = Field(default_factory=FederationConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> ExperimentConfig:
         if self.model.dim % self.model.n_heads:
             raise ValueError(
                 f"model.dim ({self.model.dim}) must be divisible by model.n_heads ({self.model.n_heads})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_needs_federation(self) -> ExperimentConfig:
+        if self.privacy.enabled and self.federation.regime != "federated":
+            raise ValueError(
+                f"privacy.epsilon is set but federation.regime is {self.federation.regime!r}: "
+                "differential privacy protects the updates clients send, so it needs "
+                "federation.regime=federated"
             )
         return self
 

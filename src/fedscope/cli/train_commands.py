@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from fedscope.config import ConfigError, ExperimentConfig, load_config
 from fedscope.evaluation.tables import rich_table
 from fedscope.experiments import runner
 from fedscope.federation import run_dir as layout
+from fedscope.training.task import schedule_length
 
 Overrides = Annotated[
     list[str] | None,
@@ -60,7 +62,7 @@ def _poll_metrics(run_dir: Path, bar: RoundProgress, stop: threading.Event) -> N
         stop.wait(0.5)
 
 
-def _print_results(results: dict[str, Any]) -> None:
+def _print_results(results: dict[str, Any], run_dir: Path | None = None) -> None:
     meta = results["run"]
     console.print(
         f"[bold]{meta['method']}[/] · {meta['regime']} · {meta['dataset']} ({meta['protocol']}) · "
@@ -71,13 +73,46 @@ def _print_results(results: dict[str, Any]) -> None:
     for mode in ("sampled", "full"):
         console.print(rich_table(runner.results_as_eval(results, "test", mode)))
     console.print(f"[dim]protocol: {meta['protocol_note']}[/]", highlight=False)
+    if run_dir is not None and "privacy" in results:
+        _print_privacy(run_dir)
+
+
+def _print_privacy(run_dir: Path) -> None:
+    from fedscope.privacy.report import REPORT_FILE, report_table
+
+    report = json.loads((run_dir / REPORT_FILE).read_text())
+    console.print(report_table(report))
+    p = report
+    console.print(
+        f"epsilon spent per client: {p['epsilon_spent_min']:.4g}–{p['epsilon_spent_max']:.4g}"
+        f" (budgets from the allocation above); over budget: {len(p['clients_over_budget'])}, "
+        f"suspended: {len(p['clients_suspended'])}, noise raised: "
+        f"{len(p['clients_noise_raised'])} · {run_dir / REPORT_FILE}"
+    )
+
+
+@app.command()
+def privacy(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory trained with privacy.epsilon.")],
+) -> None:
+    """The run's privacy report: per client budget, epsilon spent, noise, clipping, suspensions
+    (recomputed from the clients' ledgers up to the last completed round)."""
+    from fedscope.privacy.plan import plan_path
+    from fedscope.privacy.report import write_report
+
+    if not plan_path(run_dir).is_file():
+        raise ConfigError(f"{run_dir}: no privacy plan (was the run trained with privacy.epsilon?)")
+    last = layout.last_checkpoint_path(run_dir)
+    rounds_done = layout.load_checkpoint(last).round if last.is_file() else 0
+    write_report(run_dir, rounds_done)
+    _print_privacy(run_dir)
 
 
 def run_training(run_dir: Path, resume: bool) -> dict[str, Any]:
     config = runner.read_config(run_dir)
     regime = config.federation.regime
-    total = config.federation.rounds if regime == "federated" else runner.standalone_epochs(config)
-    label = {"federated": "round", "centralised": "epoch", "local": "client epochs"}[regime]
+    total = schedule_length(config)
+    label = {"federated": "round", "centralised": "pass", "local": "client passes"}[regime]
     bar = RoundProgress(total, label)
     stop = threading.Event()
     with bar.progress:
@@ -125,7 +160,7 @@ def train(
     console.print(f"run directory: {target}")
     t0 = time.perf_counter()
     results = run_training(target, resume is not None)
-    _print_results(results)
+    _print_results(results, target)
     console.print(
         f"[dim]{time.perf_counter() - t0:.0f}s · results: {target / runner.RESULTS_FILE}[/]"
     )
@@ -136,7 +171,7 @@ def evaluate(run_dir: Annotated[Path, typer.Argument(help="A finished run direct
     """Evaluate a run's selected model (validation-selected) on validation and test, both protocols."""
     if not (run_dir / runner.CONFIG_FILE).is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no {runner.CONFIG_FILE})")
-    _print_results(runner.finalise(run_dir))
+    _print_results(runner.finalise(run_dir), run_dir)
 
 
 @app.command()
@@ -153,7 +188,7 @@ def recommend(
 ) -> None:
     """Top-K next items for a history, with titles."""
     from fedscope.evaluation.evaluator import EvalBatch
-    from fedscope.training.task import RecommendationTask, set_weights
+    from fedscope.training.task import RecommendationTask
 
     task = RecommendationTask.from_run_dir(run_dir)
     if task.config.federation.regime == "local":
@@ -162,7 +197,7 @@ def recommend(
         )
     ds = task.dataset
     items = resolve_items(ds, [h.strip() for h in history.split(",") if h.strip()])
-    set_weights(task.model, layout.load_checkpoint(layout.best_checkpoint_path(run_dir)).weights)
+    task.load_shared_weights(layout.load_checkpoint(layout.best_checkpoint_path(run_dir)).weights)
     scorer = task.method.scorer(task.model)
     targets = [ds.domain_index(domain)] if domain else range(ds.n_domains)
     for d in targets:

@@ -6,9 +6,9 @@ Regimes (``federation.regime``):
   rounds (the product path; see :mod:`fedscope.federation`).
 * ``centralised``: one model trained on everyone's data, a *non-private upper
   reference*. It gets the same number of passes over the data as a federated
-  client does in expectation: ``ceil(T * C * E)`` epochs.
+  client does in expectation: ``ceil(T * C)`` passes of E epochs.
 * ``local``: every client trains alone on its own users (the paper's
-  "standalone" training) for the same ``ceil(T * C * E)`` epochs; each client
+  "standalone" training) for the same ``ceil(T * C)`` passes of E epochs; each client
   picks its best epoch on its own validation instances, and its own model
   ranks its own users' test instances.
 
@@ -21,7 +21,6 @@ the selected weights, in both ranking protocols.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import time
 from collections.abc import Callable
@@ -40,11 +39,12 @@ from fedscope.evaluation import EvalResult, Evaluator, PopularityScorer
 from fedscope.evaluation.evaluator import Mode
 from fedscope.federation import run_dir as layout
 from fedscope.federation.run_dir import CONFIG_FILE
+from fedscope.privacy.plan import PrivacyPlan, make_plan, plan_path, sends_per_client
+from fedscope.privacy.report import write_report
 from fedscope.training.task import (
     PARTITION_FILE,
     RecommendationTask,
-    get_weights,
-    set_weights,
+    schedule_length,
     validation_metrics,
 )
 
@@ -90,11 +90,15 @@ def prepare_run(config: ExperimentConfig, run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if (run_dir / CONFIG_FILE).exists():
         raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it")
-    run_dir.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(config.data.name, config.data.data_dir, **config.data.options)
     partitioning = make_partitioning(config, dataset)
+    # Solved before anything is written: a budget that cannot be met is refused up front.
+    plan = privacy_plan_for(config, partitioning) if config.privacy.enabled else None
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
     save_partitioning(partitioning, run_dir / PARTITION_FILE)
+    if plan is not None:
+        plan_path(run_dir).write_text(plan.to_json())
     layout.write_task_spec(run_dir, TASK_FACTORY)
     meta = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -113,13 +117,16 @@ def prepare_run(config: ExperimentConfig, run_dir: Path) -> Path:
     return run_dir
 
 
+def privacy_plan_for(config: ExperimentConfig, partitioning: Partitioning) -> PrivacyPlan:
+    """Every client's budget and noise schedule (PrivacySettingsError if one cannot be met)."""
+    f = config.federation
+    sizes = [int(n) for n in partitioning.sizes()]
+    sends = sends_per_client(config.seed, f.rounds, partitioning.n_clients, f.fraction)
+    return make_plan(config, sizes, sends)
+
+
 def read_config(run_dir: Path) -> ExperimentConfig:
     return ExperimentConfig.model_validate_json((Path(run_dir) / CONFIG_FILE).read_text())
-
-
-def standalone_epochs(config: ExperimentConfig) -> int:
-    f = config.federation
-    return max(1, math.ceil(f.rounds * f.fraction * config.train.local_epochs))
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -170,7 +177,7 @@ def _train_alone(
 ) -> None:
     """One model trained by one party on its own data, validated every epoch."""
     config = task.config
-    epochs = standalone_epochs(config)
+    epochs = schedule_length(config)
     rows = _client_valid_rows(task, client_id, evaluator)
     if config.federation.regime == "centralised":
         last_path, best_path = (
@@ -194,16 +201,16 @@ def _train_alone(
         )
     if config.federation.regime == "centralised":
         layout.keep_metrics_up_to(run_dir, start - 1)
-    set_weights(task.model, weights)
+    task.load_shared_weights(weights)
     for epoch in range(start, epochs + 1):
         t0 = time.perf_counter()
-        update = task.client_update(client_id, get_weights(task.model), epoch)
-        weights = [w + d for w, d in zip(get_weights(task.model), update.delta, strict=True)]
+        update = task.client_update(client_id, task.shared_weights(), epoch)
+        weights = [w + d for w, d in zip(task.shared_weights(), update.delta, strict=True)]
         fit_s = time.perf_counter() - t0
         record: dict[str, Any] = {"round": epoch, "client": client_id, "fit_s": fit_s}
         record["client_train"] = update.metrics
         if epoch % config.eval.every == 0 or epoch == epochs:
-            set_weights(task.model, weights)
+            task.load_shared_weights(weights)
             higher, equal = evaluator.rank(task.method.scorer(task.model), rows)
             record["validation"] = validation_metrics(
                 evaluator.summarise(config.method, higher, equal).metrics
@@ -250,7 +257,7 @@ def _evaluate_selected(
     )
     if config.federation.regime != "local":
         ck = layout.load_checkpoint(layout.best_checkpoint_path(run_dir))
-        set_weights(task.model, ck.weights)
+        task.load_shared_weights(ck.weights)
         result = ev.evaluate(task.method.scorer(task.model))
     else:
         n = len(ev.split)
@@ -258,7 +265,7 @@ def _evaluate_selected(
         for k, part in enumerate(task.partitioning.clients):
             rows = np.nonzero(np.isin(ev.users, part.users) & np.isin(ev.domains, part.domains))[0]
             ck = layout.load_checkpoint(client_dir(run_dir, k) / "best.npz")
-            set_weights(task.model, ck.weights)
+            task.load_shared_weights(ck.weights)
             h, e = ev.rank(task.method.scorer(task.model), rows)
             higher[rows], equal[rows] = h[rows], e[rows]
         result = ev.summarise(config.method, higher, equal)
@@ -284,6 +291,10 @@ def finalise(run_dir: Path) -> dict[str, Any]:
         for mode in modes:
             result, floor = _evaluate_selected(task, run_dir, split, mode)
             out[split][mode] = [result.to_dict(), floor.to_dict()]
+    if task.config.privacy.enabled:
+        rounds_done = layout.load_checkpoint(layout.last_checkpoint_path(run_dir)).round
+        report = write_report(run_dir, rounds_done)
+        out["privacy"] = {k: v for k, v in report.items() if k != "clients"}
     (run_dir / RESULTS_FILE).write_text(json.dumps(out, indent=2))
     floor = task.validation_evaluator().evaluate(PopularityScorer(task.dataset))
     plot_convergence(run_dir, floor.metrics["overall"]["HR@10"])

@@ -38,13 +38,15 @@ class Privatiser(Protocol):
     """The differential-privacy hook a task may expose as its ``privatiser`` attribute.
 
     Called on the client with its raw update Delta_k (before size weighting and SecAgg+);
-    returns the privatised update with the same shapes. ``ctx.state`` may hold the
-    client's own state (clip-norm history, accountant events); it never reaches the server.
+    returns the privatised update with the same shapes, or None when the client must not
+    send (its privacy budget is spent): it then sends zeros with zero weight, which moves
+    nothing in the size-weighted average and keeps SecAgg+'s participant set intact.
+    ``ctx.state`` may hold the client's own state; it never reaches the server.
     """
 
     def __call__(
         self, update: Weights, client_id: int, server_round: int, ctx: Context
-    ) -> Weights: ...
+    ) -> Weights | None: ...
 
 
 def partition_id(ctx: Context) -> int:
@@ -120,6 +122,10 @@ def make_privatise_mod(task_of: TaskOf) -> Mod:
         server_round = int(wire.read_fit_config(msg)["server_round"])
         update = wire.get_update(reply)
         private = privatiser(update, client, server_round, ctx)
+        if private is None:  # suspended
+            wire.set_update(reply, [np.zeros_like(a) for a in update])
+            wire.set_num_examples(reply, 0)
+            return reply
         _check_same_shapes(update, private, client)
         wire.set_update(reply, [np.asarray(a) for a in private])
         return reply

@@ -9,6 +9,7 @@ SF-UBM, a GNN recommender, ...) are added as new subclasses registered with
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -46,11 +47,24 @@ class StepContext:
     server_round: int
     client_id: int
     epochs: int
+    progress: float = 0.0  # where this step sits in the whole schedule: 0 first round, 1 last
+
+
+def scheduled_lr(config: ExperimentConfig, progress: float) -> float:
+    """The learning rate at ``progress`` in [0, 1] of the schedule (TrainConfig.lr_schedule)."""
+    t = config.train
+    if t.lr_schedule == "constant":
+        return t.lr
+    floor = t.lr * t.lr_min_ratio
+    return floor + (t.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
 class Method(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
+    # Parameters of the model's item embedding table: kept frozen and unshared under
+    # federation.shared_parameters="no-item-table".
+    item_table_names: ClassVar[tuple[str, ...]] = ("items.weight",)
 
     def __init__(self, config: ExperimentConfig, shape: DataShape):
         self.config = config

@@ -40,7 +40,7 @@ from fedscope.losses import (
     next_item_bce,
     sample_negatives,
 )
-from fedscope.methods.base import Method, StepContext
+from fedscope.methods.base import Method, StepContext, scheduled_lr
 from fedscope.models.cross_domain import CrossDomainRecommender, ModelShape
 from fedscope.models.transformer import pad_sequences
 from fedscope.training.batching import ClientExamples
@@ -66,6 +66,7 @@ class SequentialMethod(Method):
             cross_domain=self.cross_domain and m.cross_domain_sequence,
             fusion=self.fusion and m.fusion,
             fusion_residual=m.fusion_residual,
+            item_init_std=m.item_init_std,
         )
 
     def build_model(self, seed: int) -> nn.Module:
@@ -121,7 +122,9 @@ class SequentialMethod(Method):
         # See TrainConfig.optimizer: coupled L2 (Adam) erodes untouched item rows by ~lr per step.
         optimiser_class = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
         optimiser = optimiser_class(
-            model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+            model.parameters(),
+            lr=scheduled_lr(cfg, ctx.progress),
+            weight_decay=cfg.train.weight_decay,
         )
         bank, bank_present = self._bank(model, ex) if use_intra else (None, None)
         model.train()

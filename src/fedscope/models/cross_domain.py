@@ -54,6 +54,7 @@ class ModelShape:
     fusion_residual: bool = False
     user_semantic_dim: int = 0
     item_semantic_dim: int = 0
+    item_init_std: float | None = None  # None: dim**-0.5
 
     @property
     def n_items(self) -> int:
@@ -68,7 +69,7 @@ class CrossDomainRecommender(nn.Module):
     def __init__(self, shape: ModelShape):
         super().__init__()
         self.shape = shape
-        self.items = new_item_embedding(shape.n_items, shape.dim)
+        self.items = new_item_embedding(shape.n_items, shape.dim, shape.item_init_std)
         self.domain_encoders = nn.ModuleList(self._encoder() for _ in range(shape.n_domains))
         self.cross_encoder = self._encoder() if shape.cross_domain else None
         if shape.fusion:

@@ -85,14 +85,14 @@ def sinusoidal_positions(length: int, dim: int) -> Tensor:
     return table
 
 
-def new_item_embedding(n_items: int, dim: int) -> nn.Embedding:
+def new_item_embedding(n_items: int, dim: int, init_std: float | None = None) -> nn.Embedding:
     """An item table for ``n_items`` items plus the padding row 0.
 
-    Rows start with std ``dim**-0.5`` (unit-norm rows, so inner-product logits start near 1);
-    the padding row is zero.
+    Rows start with std ``init_std``, by default ``dim**-0.5`` (unit-norm rows, so inner-product
+    logits start near 1); the padding row is zero.
     """
     table = nn.Embedding(n_items + 1, dim, padding_idx=PAD_TOKEN)
-    nn.init.normal_(table.weight, std=dim**-0.5)
+    nn.init.normal_(table.weight, std=dim**-0.5 if init_std is None else init_std)
     with torch.no_grad():
         table.weight[PAD_TOKEN].zero_()
     return table

@@ -7,6 +7,7 @@ client partition and the method. Clients only ever read their own users' data.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -18,9 +19,12 @@ from fedscope.data import load_dataset
 from fedscope.data.dataset import CrossDomainDataset
 from fedscope.data.partition import Partitioning, load_partitioning
 from fedscope.evaluation import Evaluator
+from fedscope.federation.client_mods import Privatiser
 from fedscope.federation.run_dir import CONFIG_FILE
 from fedscope.federation.task import ClientUpdate, FederationSettings, Weights
 from fedscope.methods import DataShape, Method, StepContext, method_class
+from fedscope.privacy.client import DpPrivatiser
+from fedscope.privacy.plan import load_plan
 
 PARTITION_FILE = "partition.json"
 
@@ -30,12 +34,7 @@ def derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def get_weights(model: torch.nn.Module) -> Weights:
-    return [p.detach().cpu().numpy().copy() for p in model.parameters()]
-
-
-def set_weights(model: torch.nn.Module, weights: Weights) -> None:
-    params = list(model.parameters())
+def _copy_into(params: list[torch.nn.Parameter], weights: Weights) -> None:
     if len(params) != len(weights):
         raise ValueError(f"model has {len(params)} parameter tensors, got {len(weights)} arrays")
     with torch.no_grad():
@@ -57,18 +56,33 @@ def validation_metrics(result_metrics: dict[str, dict[str, float]]) -> dict[str,
     return out
 
 
+def schedule_length(config: ExperimentConfig) -> int:
+    """Rounds of a federated run; passes of E local epochs for local-only and centralised runs.
+
+    A party training alone gets the epochs a federated client does in expectation,
+    ``T * C * E``, as ``ceil(T * C)`` passes of E epochs.
+    """
+    f = config.federation
+    if f.regime == "federated":
+        return f.rounds
+    return max(1, math.ceil(f.rounds * f.fraction))
+
+
 class RecommendationTask:
     def __init__(
         self,
         config: ExperimentConfig,
         dataset: CrossDomainDataset,
         partitioning: Partitioning,
+        privatiser: Privatiser | None = None,
     ):
         self.config = config
+        # The client mods' DP hook (fedscope.federation.client_mods.Privatiser); None: no DP.
+        self.privatiser = privatiser
         self.dataset = dataset
         self.partitioning = partitioning
         self.method: Method = method_class(config.method)(config, DataShape.of(dataset))
-        self.model = self.method.build_model(config.seed)
+        self.model = self.build_model()
         self._clients: dict[int, object] = {}
         self._evaluator: Evaluator | None = None
 
@@ -77,7 +91,12 @@ class RecommendationTask:
         run_dir = Path(run_dir)
         config = ExperimentConfig.model_validate_json((run_dir / CONFIG_FILE).read_text())
         dataset = load_dataset(config.data.name, config.data.data_dir, **config.data.options)
-        return RecommendationTask(config, dataset, load_partitioning(run_dir / PARTITION_FILE))
+        privatiser = None
+        if config.privacy.enabled:
+            privatiser = DpPrivatiser(load_plan(run_dir), run_dir, config.seed)
+        return RecommendationTask(
+            config, dataset, load_partitioning(run_dir / PARTITION_FILE), privatiser
+        )
 
     # --- FederatedTask ---------------------------------------------------------------------
     def settings(self) -> FederationSettings:
@@ -90,10 +109,51 @@ class RecommendationTask:
             eval_every=self.config.eval.every,
             selection_metric=self.config.eval.selection_metric,
             size_bound=int(sizes.max()),
+            secagg=self.config.federation.secure_aggregation,
         )
 
     def initial_weights(self) -> Weights:
-        return get_weights(self.method.build_model(self.config.seed))
+        return self.shared_weights(self.build_model())
+
+    # --- which parameters are federated --------------------------------------------------
+    def build_model(self) -> torch.nn.Module:
+        """The method's model from the run seed, with unshared parameters frozen.
+
+        Unshared parameters keep their seeded initial values on every party, so the server,
+        every client and a later `evaluate` all hold the same ones without sending them.
+        """
+        model = self.method.build_model(self.config.seed)
+        unshared = set(self._unshared_names(model))
+        for name, param in model.named_parameters():
+            if name in unshared:
+                param.requires_grad_(False)
+        return model
+
+    def _unshared_names(self, model: torch.nn.Module) -> tuple[str, ...]:
+        if self.config.federation.shared_parameters == "all":
+            return ()
+        names = self.method.item_table_names
+        known = {n for n, _ in model.named_parameters()}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise ValueError(
+                f"method {self.method.name!r} has no parameter {missing[0]!r}: it cannot run with "
+                "federation.shared_parameters=no-item-table"
+            )
+        return names
+
+    def _shared_params(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        unshared = set(self._unshared_names(model))
+        return [p for n, p in model.named_parameters() if n not in unshared]
+
+    def shared_weights(self, model: torch.nn.Module | None = None) -> Weights:
+        """The federated parameters of ``model`` (default: this task's model) as arrays."""
+        params = self._shared_params(self.model if model is None else model)
+        return [p.detach().cpu().numpy().copy() for p in params]
+
+    def load_shared_weights(self, weights: Weights) -> None:
+        """Set this task's model from federated weights (unshared ones stay as built)."""
+        _copy_into(self._shared_params(self.model), weights)
 
     def client_data(self, client_id: int) -> object:
         if client_id not in self._clients:
@@ -104,19 +164,20 @@ class RecommendationTask:
         return self._clients[client_id]
 
     def client_update(self, client_id: int, weights: Weights, server_round: int) -> ClientUpdate:
-        set_weights(self.model, weights)
+        self.load_shared_weights(weights)
         ctx = StepContext(
             seed=derived_seed(self.config.seed, server_round, client_id),
             server_round=server_round,
             client_id=client_id,
             epochs=self.config.train.local_epochs,
+            progress=(server_round - 1) / max(schedule_length(self.config) - 1, 1),
         )
         data = self.client_data(client_id)  # built once per process and client
         started = time.perf_counter()
         stats = self.method.client_step(self.model, data, ctx)
         # model computation only: what the speed benchmark compares the round time against
         stats["compute_s"] = time.perf_counter() - started
-        delta = [new - old for new, old in zip(get_weights(self.model), weights, strict=True)]
+        delta = [new - old for new, old in zip(self.shared_weights(), weights, strict=True)]
         n_users = int(self.partitioning.clients[client_id].users.shape[0])
         return ClientUpdate(delta=delta, n_users=n_users, metrics=stats)
 
@@ -134,7 +195,7 @@ class RecommendationTask:
         return self._evaluator
 
     def evaluate(self, weights: Weights, server_round: int) -> dict[str, float]:
-        set_weights(self.model, weights)
+        self.load_shared_weights(weights)
         result = self.validation_evaluator().evaluate(self.method.scorer(self.model))
         return validation_metrics(result.metrics)
 
