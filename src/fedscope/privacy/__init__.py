@@ -24,22 +24,36 @@ from fedscope.privacy.calibration import (
 )
 from fedscope.privacy.clipping import ClippingRule, clip_update, update_norm
 from fedscope.privacy.mechanism import add_gaussian_noise, gaussian_privatise
+from fedscope.privacy.psi import (
+    AlignmentResult,
+    PsiInitiator,
+    PsiResponder,
+    PsiTranscript,
+    align_clients,
+    intersect,
+)
 
 __all__ = [
     "ACCOUNTANTS",
     "DEFAULT_ACCOUNTANT",
     "RDP_ORDERS",
     "Accountant",
+    "AlignmentResult",
     "ClientBudget",
     "ClippingRule",
     "OpacusRdpAccountant",
     "PrivacySettingsError",
+    "PsiInitiator",
+    "PsiResponder",
+    "PsiTranscript",
     "RdpAccountant",
     "add_gaussian_noise",
+    "align_clients",
     "allocate_budgets",
     "clip_update",
     "epsilon_after",
     "gaussian_privatise",
+    "intersect",
     "make_accountant",
     "noise_multiplier_for_budget",
     "noise_multipliers_for_budgets",
