@@ -47,9 +47,9 @@ class ModelConfig(_Section):
     # z~ = z + Enc([z; f_A]) instead of Enc([z; f_A]). Measured on the generated data set
     # (BENCHMARKS.md): the plain two-layer MLP over item embeddings cost 9 points of HR@10.
     fusion_residual: bool = True
-    # Std of the item table's initial rows; None: dim**-0.5 (unit-norm rows). Under federated
-    # training a rare item is rarely touched, so its random initial logit stays; a small value
-    # starts every item near zero and lets popularity be learned (BENCHMARKS.md).
+    # Std of the item table's initial rows; None: dim**-0.5 (unit-norm rows). A rarely touched
+    # item keeps its random initial logit under federated training; 0.01 starts every item
+    # near zero (on Food-Kitchen: much faster first rounds, same plateau; BENCHMARKS.md).
     item_init_std: float | None = Field(None, gt=0)
 
 
@@ -79,9 +79,8 @@ class TrainConfig(_Section):
     # paper-literal default until item biases / initialisation are studied.
     optimizer: Literal["adam", "adamw"] = "adam"
     # "cosine": lr decays from lr to lr * lr_min_ratio over the rounds (or standalone passes).
-    # Clients start each round with a fresh Adam state, so every step moves each touched
-    # parameter by about lr whatever its gradient; a constant lr leaves a noise floor that
-    # only a decaying lr removes (BENCHMARKS.md, Food-Kitchen tuning).
+    # Offered for tuning; on Food-Kitchen a 60-round cosine learned slower than constant
+    # (BENCHMARKS.md).
     lr_schedule: Literal["constant", "cosine"] = "constant"
     lr_min_ratio: float = Field(0.1, ge=0, le=1)
     batch_size: int = Field(256, ge=1)  # paper: 256
@@ -101,6 +100,10 @@ class FederationConfig(_Section):
     shared_parameters: Literal["all", "no-item-table"] = "all"
     # Flower's SecAgg+: the server only learns the sum of the sampled clients' updates.
     secure_aggregation: bool = False
+    # SecAgg+ clips each size-weighted entry to +-range before quantising. None: 8 without
+    # DP; with DP, clip_max * (1 + 8 * largest noise multiplier), so noise is (almost surely,
+    # 8 sigma) carried intact.
+    secagg_clipping_range: float | None = Field(None, gt=0)
 
 
 class EvalConfig(_Section):
@@ -129,6 +132,9 @@ class PrivacyConfig(_Section):
     clip_initial: float = Field(1.0, gt=0)  # C_k before the client has any update norm
     clip_gamma: float | None = Field(1.0, gt=0)  # C_k = gamma * median(last M norms); None: fixed
     clip_window: int = Field(5, ge=1)  # M
+    # Upper bound on C_k: bounds what the data-dependent adaptive threshold can become, and
+    # with it the range SecAgg+ must carry (federation.secagg_clipping_range).
+    clip_max: float = Field(10.0, gt=0)
     # "accountant": one noise multiplier per client, solved so that the accountant's epsilon
     # after T rounds equals eps_k (the budget typed is the budget reported). "per-round": the
     # paper's sigma_k = sqrt(2 ln(1.25/delta_k)) C_k / eps_k, which bounds one round only; the
@@ -147,6 +153,15 @@ class PrivacyConfig(_Section):
     @property
     def enabled(self) -> bool:
         return self.epsilon is not None
+
+    @model_validator(mode="after")
+    def _initial_clip_within_max(self) -> PrivacyConfig:
+        if self.clip_initial > self.clip_max:
+            raise ValueError(
+                f"privacy.clip_initial ({self.clip_initial:g}) exceeds privacy.clip_max "
+                f"({self.clip_max:g})"
+            )
+        return self
 
 
 class ExperimentConfig(_Section):

@@ -24,10 +24,6 @@ from fedscope.federation import wire
 from fedscope.federation.strategy import encode_weighted
 from fedscope.federation.task import FederatedTask, Weights
 
-# SecAgg+ clips every encoded entry to +-this range before quantising (silently), so the
-# encode mod refuses updates outside it instead; the server uses the same value.
-SECAGG_CLIPPING_RANGE = 8.0
-
 # This client's small persistent state (survives rounds within one run, not across runs).
 STATE_RECORD = "fedscope.client"
 
@@ -83,7 +79,8 @@ def make_encode_weighted_mod(task_of: TaskOf) -> Mod:
         reply = call_next(msg, ctx)
         if reply.has_error():
             return reply
-        size_bound = task_of(ctx).settings().size_bound
+        settings = task_of(ctx).settings()
+        size_bound, clip_range = settings.size_bound, settings.secagg_clipping_range
         client = partition_id(ctx)
         try:
             encoded = encode_weighted(
@@ -93,10 +90,10 @@ def make_encode_weighted_mod(task_of: TaskOf) -> Mod:
             raise ValueError(f"client {client}: {exc}") from exc
         if wire.runs_secaggplus(msg):
             largest = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in encoded)
-            if largest > SECAGG_CLIPPING_RANGE:
+            if largest > clip_range:
                 raise ValueError(
                     f"client {client}: size-weighted update entry {largest:.4g} is outside "
-                    f"SecAgg+'s range +-{SECAGG_CLIPPING_RANGE} and would be clipped silently; "
+                    f"SecAgg+'s range +-{clip_range:g} and would be clipped silently; "
                     "clip the update (DP) or lower the learning rate"
                 )
         wire.set_update(reply, encoded)

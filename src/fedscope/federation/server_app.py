@@ -57,7 +57,6 @@ from flwr.supercore.run import Run
 from fedscope.federation import run_dir as layout
 from fedscope.federation import wire
 from fedscope.federation.client_app import RUN_DIR_KEY, WHOAMI, RunConfigValue
-from fedscope.federation.client_mods import SECAGG_CLIPPING_RANGE
 from fedscope.federation.strategy import RoundRecord, SizeWeightedDeltaStrategy, sample_size
 from fedscope.federation.task import FederatedTask, FederationSettings, Weights, load_task
 
@@ -287,7 +286,7 @@ def _round_loop(
             num_shares=1.0,  # a fraction: every sampled client is every other's neighbour
             reconstruction_threshold=0.7,  # max(2, round(0.7 m)) of the m shares
             max_weight=1.0,  # clients send num_examples = 1; the size weight is in the vector
-            clipping_range=SECAGG_CLIPPING_RANGE,
+            clipping_range=settings.secagg_clipping_range,
         )
         if settings.secagg
         else default_fit_workflow

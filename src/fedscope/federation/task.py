@@ -41,6 +41,9 @@ class FederationSettings:
     selection_metric: str  # validation metric that picks the best round, e.g. "MRR"
     size_bound: int  # public upper bound S on |U_k|, for encoding weights under SecAgg+
     secagg: bool = False
+    # SecAgg+ clips every encoded entry to +-this range before quantising (2^22 levels); the
+    # client refuses updates outside it rather than let them be clipped silently.
+    secagg_clipping_range: float = 8.0
 
 
 class FederatedTask(Protocol):

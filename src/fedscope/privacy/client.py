@@ -96,7 +96,7 @@ class DpPrivatiser:
             _write_ledger(self.run_dir, client_id, [*earlier, row])
             return None
         norms = [r["norm"] for r in earlier if r["status"] == "sent"]
-        threshold = self.rule.threshold(norms)
+        threshold = min(self.rule.threshold(norms), self.plan.settings.clip_max)
         clipped, norm = clip_update(update, threshold)
         sigma = z * threshold
         private = add_gaussian_noise(clipped, sigma, self._rng(client_id, server_round))

@@ -86,6 +86,14 @@ class PrivacyPlan:
             tuple(plan.history(steps, self.sample_rate)), plan.delta, self.settings.accountant
         )
 
+    @property
+    def largest_noise_multiplier(self) -> float:
+        return max(seg.z for c in self.clients for seg in c.segments)
+
+    def secagg_clipping_range(self) -> float:
+        """A SecAgg+ range that carries every privatised entry: |entry| <= C + 8 sigma."""
+        return self.settings.clip_max * (1.0 + 8.0 * self.largest_noise_multiplier)
+
     def to_json(self) -> str:
         return json.dumps(
             {

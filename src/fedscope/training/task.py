@@ -110,7 +110,16 @@ class RecommendationTask:
             selection_metric=self.config.eval.selection_metric,
             size_bound=int(sizes.max()),
             secagg=self.config.federation.secure_aggregation,
+            secagg_clipping_range=self._secagg_range(),
         )
+
+    def _secagg_range(self) -> float:
+        f = self.config.federation
+        if f.secagg_clipping_range is not None:
+            return f.secagg_clipping_range
+        if isinstance(self.privatiser, DpPrivatiser):
+            return max(8.0, self.privatiser.plan.secagg_clipping_range())
+        return 8.0
 
     def initial_weights(self) -> Weights:
         return self.shared_weights(self.build_model())
