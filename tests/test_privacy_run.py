@@ -174,3 +174,32 @@ def test_cli_refuses_an_unmeetable_budget_before_training(tmp_path: Path) -> Non
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "cannot be met" in proc.stderr and "Traceback" not in proc.stderr
     assert not run_dir.exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("scheme", ["by-domain", "equal"])
+def test_align_finds_exactly_the_users_clients_share(tmp_path: Path, scheme: str) -> None:
+    from collections import Counter
+
+    from fedscope.data.partition import load_partitioning
+    from fedscope.experiments import runner
+    from fedscope.privacy.alignment import align_run
+
+    config = load_config(
+        None,
+        [
+            'data.options={"n_users": 200, "n_items": 80}',
+            "partition.n_clients=4",
+            f"partition.scheme={scheme}",
+        ],
+    )
+    run_dir = runner.prepare_run(config, tmp_path / "run")
+    out = align_run(run_dir)
+    parts = load_partitioning(run_dir / "partition.json").clients
+    held = Counter(int(u) for p in parts for u in p.users)
+    expected = sum(1 for p in parts for u in p.users if held[int(u)] > 1)
+    assert out["users_shared_across_clients"] == expected
+    assert out["false_positives_dropped"] == 0 and out["bytes"] > 0
+    if scheme == "by-domain":
+        assert expected > 0 and out["users_aligned_locally"] == 0
+    else:
+        assert expected == 0 and out["users_aligned_locally"] > 0

@@ -70,7 +70,12 @@ def _root(
 
 
 # Sub-command modules register themselves on `app` / `data_app` when imported.
-from fedscope.cli import data_commands, eval_commands, train_commands  # noqa: E402,F401
+from fedscope.cli import (  # noqa: E402,F401
+    data_commands,
+    eval_commands,
+    privacy_commands,
+    train_commands,
+)
 
 
 def main() -> None:

@@ -91,23 +91,6 @@ def _print_privacy(run_dir: Path) -> None:
     )
 
 
-@app.command()
-def privacy(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory trained with privacy.epsilon.")],
-) -> None:
-    """The run's privacy report: per client budget, epsilon spent, noise, clipping, suspensions
-    (recomputed from the clients' ledgers up to the last completed round)."""
-    from fedscope.privacy.plan import plan_path
-    from fedscope.privacy.report import write_report
-
-    if not plan_path(run_dir).is_file():
-        raise ConfigError(f"{run_dir}: no privacy plan (was the run trained with privacy.epsilon?)")
-    last = layout.last_checkpoint_path(run_dir)
-    rounds_done = layout.load_checkpoint(last).round if last.is_file() else 0
-    write_report(run_dir, rounds_done)
-    _print_privacy(run_dir)
-
-
 def run_training(run_dir: Path, resume: bool) -> dict[str, Any]:
     config = runner.read_config(run_dir)
     regime = config.federation.regime
