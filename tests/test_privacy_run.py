@@ -103,7 +103,9 @@ def _plan(tmp: Path, *sets: str) -> PrivacyPlan:
 
 
 def test_privatiser_clips_adapts_adds_seeded_noise_and_keeps_a_ledger(tmp_path: Path) -> None:
-    plan = _plan(tmp_path, "privacy.clip_gamma=0.5", "privacy.clip_window=2")
+    plan = _plan(
+        tmp_path, "privacy.clip_gamma=0.5", "privacy.clip_window=2", "privacy.clip_max=100"
+    )
     z = plan.clients[1].segments[0].z
     dp = DpPrivatiser(plan, tmp_path, seed=3)
     update = [np.full((10, 10), 1.0, np.float32), np.full(5, 2.0, np.float32)]
@@ -132,6 +134,14 @@ def test_privatiser_clips_adapts_adds_seeded_noise_and_keeps_a_ledger(tmp_path: 
     # a resumed run that restarts at round 7 forgets the rows of rounds 7 and 9
     dp(update, 1, 7)
     assert [r["round"] for r in read_ledger(tmp_path, 1)] == [1, 4, 7]
+
+
+def test_adaptive_threshold_is_capped_by_clip_max(tmp_path: Path) -> None:
+    dp = DpPrivatiser(_plan(tmp_path, "privacy.clip_max=2"), tmp_path, seed=0)
+    big = [np.full(100, 5.0, np.float32)]  # norm 50
+    dp(big, 0, 1)
+    dp(big, 0, 2)
+    assert [r["clip"] for r in read_ledger(tmp_path, 0)] == [1.0, 2.0]
 
 
 def test_privatiser_suspends_a_client_past_its_budget(tmp_path: Path) -> None:

@@ -164,6 +164,19 @@ def _client_plan(
     settings: PrivacyConfig, budget: ClientBudget, q: float, planned: int
 ) -> ClientPlan:
     kind = settings.accountant
+
+    def plan(max_steps: int, segments: list[Segment], raised: int | None = None) -> ClientPlan:
+        return ClientPlan(
+            budget.client_id,
+            budget.n_users,
+            budget.epsilon,
+            budget.delta,
+            planned,
+            max_steps,
+            tuple(segments),
+            noise_raised_at=raised,
+        )
+
     if settings.calibration == "accountant":
         try:
             z = noise_multiplier_for_budget(
@@ -179,28 +192,12 @@ def _client_plan(
                 f"client {budget.client_id} (|U_k|={budget.n_users}, eps_k={budget.epsilon:.4g}, "
                 f"delta_k={budget.delta:.3g}): {exc}"
             ) from exc
-        return ClientPlan(
-            budget.client_id,
-            budget.n_users,
-            budget.epsilon,
-            budget.delta,
-            planned,
-            planned,
-            (Segment(1, planned, z),),
-        )
+        return plan(planned, [Segment(1, planned, z)])
     # The paper's per-round calibration: a fixed z until the accountant reaches eps_k.
     z = paper_noise_multiplier(budget.epsilon, budget.delta)
     fit = _steps_within_budget(z, q, planned, budget, kind)
     if fit >= planned or settings.on_exhausted == "suspend":
-        return ClientPlan(
-            budget.client_id,
-            budget.n_users,
-            budget.epsilon,
-            budget.delta,
-            planned,
-            fit,
-            (Segment(1, planned, z),),
-        )
+        return plan(fit, [Segment(1, planned, z)])
     # raise-noise: keep z while the remaining steps can still be covered by more noise. The
     # switch happens at the first step s where the prefix (s - 1 steps at z) leaves room: we
     # take the largest prefix whose epsilon is at most half the budget, then solve the rest.
@@ -209,16 +206,7 @@ def _client_plan(
     z_rest = _solve_suffix(prefix_events, q, planned - prefix, budget, kind, settings)
     segments = [Segment(1, prefix, z)] if prefix else []
     segments.append(Segment(prefix + 1, planned, z_rest))
-    return ClientPlan(
-        budget.client_id,
-        budget.n_users,
-        budget.epsilon,
-        budget.delta,
-        planned,
-        planned,
-        tuple(segments),
-        noise_raised_at=prefix + 1,
-    )
+    return plan(planned, segments, raised=prefix + 1)
 
 
 def _half(budget: ClientBudget) -> ClientBudget:
