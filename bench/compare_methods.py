@@ -6,7 +6,7 @@ metrics (mean ± std over seeds) in the sampled and the full-ranking protocol, w
 popularity floor. Every run is selected on validation; test is evaluated once per run.
 
     python bench/compare_methods.py --data food-kitchen --seeds 0 1 2 --root bench/runs/fk \
-        [--set key=value ...] [--only fedscope sasrec]
+        [--config configs/food-kitchen.toml] [--set key=value ...] [--only fedscope sasrec]
 
 Runs are independent processes' worth of work; run several copies with --only to split them.
 """
@@ -37,7 +37,9 @@ GRID: list[tuple[str, str, str, tuple[str, ...]]] = [
 METRICS = ("HR@10", "NDCG@10", "MRR")
 
 
-def run_one(root: Path, data: str, method: str, regime: str, seed: int, sets: list[str]) -> dict:
+def run_one(
+    root: Path, data: str, method: str, regime: str, seed: int, config: Path | None, sets: list[str]
+) -> dict:
     run_dir = root / f"{method}-{regime}-s{seed}"
     results = run_dir / runner.RESULTS_FILE
     if results.is_file():
@@ -49,7 +51,7 @@ def run_one(root: Path, data: str, method: str, regime: str, seed: int, sets: li
         f"seed={seed}",
         *sets,
     ]
-    cfg = load_config(None, overrides)
+    cfg = load_config(config, overrides)
     if not (run_dir / runner.CONFIG_FILE).is_file():
         runner.prepare_run(cfg, run_dir)
         resume = False
@@ -90,17 +92,18 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--root", type=Path, required=True)
+    ap.add_argument("--config", type=Path, help="a TOML/JSON config under the --set overrides")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--only", nargs="*", help="labels' methods to run (e.g. fedscope sasrec)")
     ap.add_argument("--report-only", action="store_true", help="tabulate finished runs only")
     args = ap.parse_args()
     print("$ python " + " ".join(sys.argv), flush=True)
-    rows: dict[str, list[dict]] = {}
-    for label, method, regime, extra in GRID:
-        rows[label] = []
-        if args.only and method not in args.only and f"{method}:{regime}" not in args.only:
-            continue
-        for seed in args.seeds:
+    rows: dict[str, list[dict]] = {label: [] for label, *_ in GRID}
+    # Seed-major: a grid stopped part-way has whole seeds of every method, not all seeds of some.
+    for seed in args.seeds:
+        for label, method, regime, extra in GRID:
+            if args.only and method not in args.only and f"{method}:{regime}" not in args.only:
+                continue
             run_dir = args.root / f"{method}-{regime}-s{seed}"
             if args.report_only:
                 f = run_dir / runner.RESULTS_FILE
@@ -108,7 +111,9 @@ def main() -> None:
                     rows[label].append(json.loads(f.read_text()))
                 continue
             rows[label].append(
-                run_one(args.root, args.data, method, regime, seed, [*args.sets, *extra])
+                run_one(
+                    args.root, args.data, method, regime, seed, args.config, [*args.sets, *extra]
+                )
             )
     finished = [r for runs in rows.values() for r in runs]
     if not finished:
@@ -119,7 +124,8 @@ def main() -> None:
         g for g in finished[0]["test"]["sampled"][0]["metrics"] if "|" not in g and g != "overall"
     ]
     print(
-        f"\ndata {meta['dataset']} · protocol {meta['protocol']} · test split · overrides {args.sets}"
+        f"\ndata {meta['dataset']} · protocol {meta['protocol']} · test split · "
+        f"config {args.config} · overrides {args.sets}"
     )
     for mode in ("sampled", "full"):
         print(f"\n**{mode}**\n")
