@@ -74,6 +74,7 @@ from fedscope.cli import (  # noqa: E402,F401
     data_commands,
     eval_commands,
     privacy_commands,
+    semantics_commands,
     train_commands,
 )
 
