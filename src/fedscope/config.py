@@ -164,6 +164,14 @@ class PrivacyConfig(_Section):
         return self
 
 
+class SemanticsConfig(_Section):
+    """Semantic features f_A from `fedscope augment` (the paper's IAE and UFE)."""
+
+    store: str | None = None  # a store folder written by `fedscope augment`; None: no semantics
+    items: bool = True  # IAE: item features into the item fusion encoder
+    users: bool = True  # UFE: user profile features into the user fusion encoder
+
+
 class ExperimentConfig(_Section):
     method: str = "fedscope"
     seed: int = 0
@@ -176,6 +184,7 @@ class ExperimentConfig(_Section):
     federation: FederationConfig = Field(default_factory=FederationConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    semantics: SemanticsConfig = Field(default_factory=SemanticsConfig)
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> ExperimentConfig:

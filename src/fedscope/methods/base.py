@@ -29,13 +29,19 @@ class DataShape:
     domain_names: tuple[str, ...]
     domain_offsets: tuple[int, ...]
     domain_sizes: tuple[int, ...]
+    item_semantic_dim: int = 0  # width of f_A for items (0: no item semantics)
+    user_semantic_dim: int = 0  # width of f_A for users (0: no user semantics)
 
     @staticmethod
-    def of(dataset: CrossDomainDataset) -> DataShape:
+    def of(
+        dataset: CrossDomainDataset, item_semantic_dim: int = 0, user_semantic_dim: int = 0
+    ) -> DataShape:
         return DataShape(
             tuple(d.name for d in dataset.domains),
             tuple(d.offset for d in dataset.domains),
             tuple(d.n_items for d in dataset.domains),
+            item_semantic_dim,
+            user_semantic_dim,
         )
 
 

@@ -67,6 +67,8 @@ class SequentialMethod(Method):
             fusion=self.fusion and m.fusion,
             fusion_residual=m.fusion_residual,
             item_init_std=m.item_init_std,
+            item_semantic_dim=self.shape.item_semantic_dim if self.fusion and m.fusion else 0,
+            user_semantic_dim=self.shape.user_semantic_dim if self.fusion and m.fusion else 0,
         )
 
     def build_model(self, seed: int) -> nn.Module:
@@ -257,7 +259,8 @@ class SequentialScorer:
         if model.cross_encoder is not None:
             width = max(1, max((min(len(h), shape.max_len) for h in batch.histories), default=1))
             mixed_tokens = pad_sequences(batch.histories, width)
-        users = model.user_states(d, domain_tokens, mixed_tokens)
+        sem = model.user_features(torch.as_tensor(np.asarray(batch.users, dtype=np.int64)))
+        users = model.user_states(d, domain_tokens, mixed_tokens, sem)
         if d not in self._item_cache:
             self._item_cache[d] = model.domain_item_vectors(d)
         return (users @ self._item_cache[d].T).numpy()

@@ -91,6 +91,38 @@ class CrossDomainRecommender(nn.Module):
         self.register_buffer(
             "item_semantics", torch.zeros(shape.n_items, shape.item_semantic_dim), persistent=False
         )
+        self.register_buffer(
+            "user_semantics", torch.zeros(0, shape.user_semantic_dim), persistent=False
+        )
+
+    def set_semantics(self, items: Tensor | None, users: Tensor | None) -> None:
+        """Install f_A: ``items`` [n_items, item_semantic_dim] by global item id, ``users``
+        [n_users, user_semantic_dim] by user index (zero rows: no semantics for that entity)."""
+        s = self.shape
+        if items is not None:
+            if tuple(items.shape) != (s.n_items, s.item_semantic_dim):
+                raise ValueError(
+                    f"item semantics of shape {tuple(items.shape)}, expected "
+                    f"({s.n_items}, {s.item_semantic_dim})"
+                )
+            self.item_semantics = items.to(torch.float32)
+        if users is not None:
+            if users.dim() != 2 or users.shape[1] != s.user_semantic_dim:
+                raise ValueError(
+                    f"user semantics of shape {tuple(users.shape)}, expected "
+                    f"(n_users, {s.user_semantic_dim})"
+                )
+            self.user_semantics = users.to(torch.float32)
+
+    def user_features(self, users: Tensor | None) -> Tensor | None:
+        """f_A of user indices (zeros for -1 or unknown users); None without user semantics."""
+        if not self.shape.user_semantic_dim or users is None:
+            return None
+        table = self.user_semantics
+        out = table.new_zeros(users.shape[0], self.shape.user_semantic_dim)
+        known = (users >= 0) & (users < table.shape[0])
+        out[known] = table[users[known]]
+        return out
 
     def _encoder(self) -> nn.Module:
         s = self.shape
@@ -169,4 +201,6 @@ class CrossDomainRecommender(nn.Module):
             user_star, hidden_star = self.encode(self.cross_encoder, batch.mixed, return_all=True)
             z = z + hidden_star
             last = last + user_star.unsqueeze(0)
-        return self.fuse_users(z), self.fuse_users(last)
+        sem = self.user_features(batch.users)
+        sem_last = None if sem is None else sem.unsqueeze(0).expand(self.shape.n_domains, -1, -1)
+        return self.fuse_users(z, sem), self.fuse_users(last, sem_last)

@@ -27,6 +27,7 @@ class TrainBatch:
     target_domain: Tensor  # [B, N] its domain; -1 = none
     domain_pos: Tensor  # [B, N] index of the last same-domain prefix item; -1 = none yet
     present: Tensor  # [D, B] bool: the user has items of that domain in the prefix
+    users: Tensor | None = None  # [B] global user index of each row (for user semantics)
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -101,6 +102,7 @@ class ClientExamples:
             target_domain=torch.from_numpy(np.ascontiguousarray(self.target_domain[rows, :width])),
             domain_pos=torch.from_numpy(np.ascontiguousarray(self.domain_pos[rows, :width])),
             present=torch.from_numpy((dom > 0).any(axis=2)),
+            users=torch.from_numpy(np.ascontiguousarray(self.users[rows])),
         )
 
     def batches(self, batch_size: int, rng: np.random.Generator | None) -> Iterator[TrainBatch]:

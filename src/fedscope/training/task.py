@@ -25,6 +25,7 @@ from fedscope.federation.task import ClientUpdate, FederationSettings, Weights
 from fedscope.methods import DataShape, Method, StepContext, method_class
 from fedscope.privacy.client import DpPrivatiser
 from fedscope.privacy.plan import load_plan
+from fedscope.semantics.store import SemanticFeatures, SemanticStore
 
 PARTITION_FILE = "partition.json"
 
@@ -56,6 +57,32 @@ def validation_metrics(result_metrics: dict[str, dict[str, float]]) -> dict[str,
     return out
 
 
+def load_semantics(
+    config: ExperimentConfig, dataset: CrossDomainDataset
+) -> SemanticFeatures | None:
+    """f_A for the sides the config asks for, from the store `fedscope augment` wrote.
+
+    The simulation loads every client's user file at once (each client's rows are only ever
+    used for its own users' batches); in a deployment a client loads its own file only.
+    """
+    sem = config.semantics
+    if sem.store is None or not (sem.items or sem.users):
+        return None
+    features = SemanticStore.load(sem.store, dataset=dataset)
+    if sem.items and features.item_features is None:
+        raise ValueError(f"{sem.store}: the store has no item features (semantics.items=true)")
+    if sem.users and features.user_features is None:
+        raise ValueError(f"{sem.store}: the store has no user features (semantics.users=true)")
+    return SemanticFeatures(
+        features.item_features if sem.items else None,
+        features.item_mask if sem.items else None,
+        features.user_features if sem.users else None,
+        features.user_mask if sem.users else None,
+        features.dim,
+        features.manifest,
+    )
+
+
 def schedule_length(config: ExperimentConfig) -> int:
     """Rounds of a federated run; passes of E local epochs for local-only and centralised runs.
 
@@ -81,8 +108,20 @@ class RecommendationTask:
         self.privatiser = privatiser
         self.dataset = dataset
         self.partitioning = partitioning
-        self.method: Method = method_class(config.method)(config, DataShape.of(dataset))
+        self.semantics = load_semantics(config, dataset)
+        item_dim = user_dim = 0
+        if self.semantics is not None:
+            item_dim = self.semantics.dim if self.semantics.item_features is not None else 0
+            user_dim = self.semantics.dim if self.semantics.user_features is not None else 0
+        shape = DataShape.of(dataset, item_dim, user_dim)
+        self.method: Method = method_class(config.method)(config, shape)
         self.model = self.build_model()
+        if self.semantics is not None and hasattr(self.model, "set_semantics"):
+            s = self.semantics
+            self.model.set_semantics(
+                None if s.item_features is None else torch.from_numpy(s.item_features),
+                None if s.user_features is None else torch.from_numpy(s.user_features),
+            )
         self._clients: dict[int, object] = {}
         self._evaluator: Evaluator | None = None
 
