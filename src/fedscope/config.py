@@ -67,6 +67,8 @@ class LossConfig(_Section):
     rho: float = Field(0.02, gt=0, le=1)  # K = min(K_max, floor(rho * |U_d|))
     k_max: int = Field(50, ge=1)
     m_negatives: int = Field(100, ge=1)  # M sampled intra-domain negatives
+    # fedcsr only: probability of dropping each item when making a sequence's augmented view
+    augment_drop: float = Field(0.2, ge=0, lt=1)
 
 
 class TrainConfig(_Section):

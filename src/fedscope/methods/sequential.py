@@ -23,6 +23,7 @@ IIDCL choices the paper leaves open, and what we do:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -43,7 +44,7 @@ from fedscope.losses import (
 from fedscope.methods.base import Method, StepContext, scheduled_lr
 from fedscope.models.cross_domain import CrossDomainRecommender, ModelShape
 from fedscope.models.transformer import pad_sequences
-from fedscope.training.batching import ClientExamples
+from fedscope.training.batching import ClientExamples, TrainBatch
 
 
 class SequentialMethod(Method):
@@ -51,6 +52,8 @@ class SequentialMethod(Method):
     cross_domain: ClassVar[bool] = True
     fusion: ClassVar[bool] = True
     contrastive: ClassVar[bool] = True
+    # IIDCL's intra-domain positives come from a bank of the client's user representations
+    intra_uses_bank: ClassVar[bool] = True
 
     def model_shape(self) -> ModelShape:
         m = self.config.model
@@ -119,8 +122,6 @@ class SequentialMethod(Method):
         alpha, lam_intra, lam_inter = self._weights()
         use_intra = alpha * lam_intra > 0
         use_inter = alpha * lam_inter > 0
-        intra_w = DecoupledWeights(cfg.loss.intra_align, cfg.loss.intra_uniform, cfg.loss.tau_intra)
-        inter_w = DecoupledWeights(cfg.loss.inter_align, cfg.loss.inter_uniform, cfg.loss.tau_inter)
         # See TrainConfig.optimizer: coupled L2 (Adam) erodes untouched item rows by ~lr per step.
         optimiser_class = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
         optimiser = optimiser_class(
@@ -128,7 +129,8 @@ class SequentialMethod(Method):
             lr=scheduled_lr(cfg, ctx.progress),
             weight_decay=cfg.train.weight_decay,
         )
-        bank, bank_present = self._bank(model, ex) if use_intra else (None, None)
+        needs_bank = use_intra and self.intra_uses_bank
+        bank, bank_present = self._bank(model, ex) if needs_bank else (None, None)
         model.train()
         sums = {"loss": 0.0, "pred": 0.0, "intra": 0.0, "inter": 0.0}
         n_batches = 0
@@ -140,17 +142,7 @@ class SequentialMethod(Method):
                 )
                 if not bool((batch.target >= 0).any()):
                     continue
-
-                def intra(d: int, last: Tensor = last, batch=batch) -> Tensor:
-                    return self._intra(
-                        d, last, batch.rows, batch.present, bank, bank_present, intra_w, gen
-                    )
-
-                def inter(last: Tensor = last, batch=batch) -> Tensor:
-                    return inter_domain_loss(
-                        last, batch.present, inter_w, cfg.loss.m_negatives, gen
-                    )
-
+                intra, inter = self._contrastive_terms(model, batch, last, bank, bank_present, gen)
                 joint = joint_objective(
                     pred,
                     intra if use_intra else None,
@@ -170,6 +162,30 @@ class SequentialMethod(Method):
                 sums["inter"] += joint.inter
                 n_batches += 1
         return {k: v / max(n_batches, 1) for k, v in sums.items()} | {"batches": float(n_batches)}
+
+    def _contrastive_terms(
+        self,
+        model: CrossDomainRecommender,
+        batch: TrainBatch,
+        last: Tensor,
+        bank: Tensor | None,
+        bank_present: Tensor | None,
+        gen: torch.Generator,
+    ) -> tuple[Callable[[int], Tensor], Callable[[], Tensor]]:
+        """The within-domain term of domain d and the cross-domain term (a ``[D]`` vector) of
+        this batch, as callables so that a term weighted 0 is never computed. IIDCL here; a
+        method with other contrastive objectives overrides this."""
+        loss = self.config.loss
+        intra_w = DecoupledWeights(loss.intra_align, loss.intra_uniform, loss.tau_intra)
+        inter_w = DecoupledWeights(loss.inter_align, loss.inter_uniform, loss.tau_inter)
+
+        def intra(d: int) -> Tensor:
+            return self._intra(d, last, batch.rows, batch.present, bank, bank_present, intra_w, gen)
+
+        def inter() -> Tensor:
+            return inter_domain_loss(last, batch.present, inter_w, loss.m_negatives, gen)
+
+        return intra, inter
 
     def _prediction_losses(
         self,
