@@ -1,5 +1,9 @@
 """RQ6: privacy-utility trade-off, HR@10 of the target domain against the privacy budget.
 
+The grid, rows, table and plot live in `fedscope.experiments.suite.rq6_privacy` (also run by
+`fedscope experiment rq6_privacy`); this script is their command line with CSV/JSON outputs,
+--only-plan and free choice of every grid axis.
+
 The paper's RQ6 on Food-Kitchen: test HR@10 on Kitchen against eps_total in {0.25, 0.5, 1, 2,
 4} for uniform DP and adaptive DP (beta in {0.3, 0.5, 0.7}), with delta in {1e-3, 1e-4,
 1e-5}. Every point is one federated run through `fedscope.experiments.runner` (reused when a
@@ -44,139 +48,38 @@ stdout.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import statistics
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedscope.config import ExperimentConfig, load_config
-from fedscope.data import load_dataset
-from fedscope.data.dataset import CrossDomainDataset
 from fedscope.experiments import runner
+from fedscope.experiments.suite import execute
+from fedscope.experiments.suite.rq6_privacy import (
+    CALIBRATION_NOTE,
+    CONTROLLED_KEYS,
+    PlanMaker,
+    Point,
+    build_grid,
+    floors,
+    infeasible,
+    markdown,
+    pick_domain,
+    plan_fields,
+    plot,
+    result_fields,
+    write_csv,
+)
+from fedscope.experiments.suite.rq6_privacy import base_row as _base_row
 from fedscope.privacy import PrivacySettingsError
-from fedscope.privacy.plan import PrivacyPlan, load_plan
+from fedscope.privacy.plan import load_plan
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
-NODP = "nodp"
-# Keys this script sets per point; a --set on them would be silently overridden.
-CONTROLLED_KEYS = (
-    "seed",
-    "data.name",
-    "privacy.epsilon",
-    "privacy.delta",
-    "privacy.beta",
-    "privacy.clip_gamma",
-    "privacy.allocation",
-    "privacy.calibration",
-)
-CALIBRATION_NOTE = {
-    "accountant": (
-        "accountant calibration: one noise multiplier z_k per client, solved before training "
-        "so that the accountant's epsilon after all T rounds equals eps_k"
-    ),
-    "per-round": (
-        "per-round calibration (the paper's formula): z_k = sqrt(2 ln(1.25/delta_k)) / eps_k, "
-        "which bounds one round; clients are suspended (privacy.on_exhausted) once the "
-        "accountant reaches eps_k"
-    ),
-}
-CSV_COLUMNS = (
-    "variant",
-    "eps_total",
-    "delta",
-    "beta",
-    "clipping",
-    "allocation",
-    "calibration",
-    "accountant",
-    "amplification",
-    "seed",
-    "n_clients",
-    "rounds",
-    "eps_k_min",
-    "eps_k_max",
-    "noise_multiplier_min",
-    "noise_multiplier_max",
-    "steps_within_budget_min",
-    "clients_to_suspend",
-    "eps_planned_max",
-    "eps_planned_min",
-    "eps_spent_max",
-    "eps_spent_min",
-    "clients_over_budget",
-    "clients_suspended",
-    "rounds_done",
-    "selected_round",
-    "domain",
-    "hr10_sampled",
-    "ndcg10_sampled",
-    "hr10_full",
-    "overall_hr10_sampled",
-    "overall_ndcg10_sampled",
-    "overall_hr10_full",
-    "status",
-    "note",
-    "seconds",
-    "run_dir",
-)
-
-
-@dataclass(frozen=True)
-class Point:
-    """One setting of the grid (run once per seed)."""
-
-    variant: str
-    eps_total: float | None  # None: the run without DP
-    delta: float | None
-    beta: float | None
-    fixed_clipping: bool
-
-    def run_name(self, allocation: str, calibration: str, seed: int) -> str:
-        if self.eps_total is None:
-            return f"{NODP}-s{seed}"
-        return (
-            f"{self.variant}-eps{self.eps_total:g}-d{self.delta:g}-{allocation}-{calibration}"
-            f"-s{seed}"
-        )
-
-    def overrides(self, allocation: str, calibration: str) -> list[str]:
-        if self.eps_total is None:
-            return []
-        sets = [
-            f"privacy.epsilon={self.eps_total!r}",
-            f"privacy.delta={self.delta!r}",
-            f"privacy.beta={self.beta!r}",
-            f"privacy.allocation={allocation}",
-            f"privacy.calibration={calibration}",
-        ]
-        if self.fixed_clipping:
-            sets.append("privacy.clip_gamma=null")
-        return sets
-
-
-def build_grid(
-    eps_list: list[float], betas: list[float], deltas: list[float], delta: float, delta_beta: float
-) -> list[Point]:
-    """The no-DP reference first, then eps-major so that a grid stopped part-way has whole
-    budgets of every variant."""
-    points = [Point(NODP, None, None, None, False)]
-    for eps in eps_list:
-        points.append(Point("uniform", eps, delta, 0.0, True))
-        for beta in betas:
-            points.append(Point(f"adaptive-b{beta:g}", eps, delta, beta, False))
-        for d in deltas:
-            if d == delta and delta_beta in betas:
-                continue  # that point is adaptive-b<delta_beta> itself
-            name = f"adaptive-b{delta_beta:g}" + ("" if d == delta else f"-d{d:g}")
-            points.append(Point(name, eps, d, delta_beta, False))
-    return points
 
 
 def point_config(
@@ -191,145 +94,20 @@ def point_config(
     return load_config(config_path, overrides)
 
 
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix[:-1]}: run has {b!r}, grid wants {a!r}"]
-
-
-def check_same_config(run_dir: Path, wanted: ExperimentConfig) -> None:
-    """A reused run must be the run the grid asks for: a --root shared between grids with
-    different --set overrides would otherwise mix settings silently."""
-    have = runner.read_config(run_dir).model_dump()
-    want = wanted.model_dump()
-    have.pop("output_dir", None)
-    want.pop("output_dir", None)
-    diff = _differences(want, have)
-    if diff:
-        raise SystemExit(
-            f"{run_dir}: holds a run with other settings than this grid asks for:\n  "
-            + "\n  ".join(diff)
-            + "\nuse another --root, or delete that run directory"
-        )
-
-
 def run_or_reuse(run_dir: Path, cfg: ExperimentConfig) -> tuple[dict[str, Any], bool]:
     """(results, trained_now). Raises PrivacySettingsError, before writing anything, when the
-    plan refuses the budget."""
-    results = run_dir / runner.RESULTS_FILE
-    if (run_dir / runner.CONFIG_FILE).is_file():
-        check_same_config(run_dir, cfg)
-        if results.is_file():
-            return json.loads(results.read_text()), False
-        resume = True  # an interrupted run: continue it
-    else:
-        runner.prepare_run(cfg, run_dir)
-        resume = False
-    t0 = time.perf_counter()
-    out = runner.train(run_dir, resume=resume)
-    print(f"  {run_dir.name}: {time.perf_counter() - t0:.0f}s", flush=True)
-    return out, True
-
-
-class PlanMaker:
-    """Plans without training; the data set and partitioning are built once per setting."""
-
-    def __init__(self) -> None:
-        self._datasets: dict[str, CrossDomainDataset] = {}
-
-    def plan(self, cfg: ExperimentConfig) -> PrivacyPlan:
-        key = json.dumps([cfg.data.name, cfg.data.data_dir, cfg.data.options], sort_keys=True)
-        if key not in self._datasets:
-            self._datasets[key] = load_dataset(cfg.data.name, cfg.data.data_dir, **cfg.data.options)
-        partitioning = runner.make_partitioning(cfg, self._datasets[key])
-        return runner.privacy_plan_for(cfg, partitioning)
-
-
-def plan_fields(plan: PrivacyPlan) -> dict[str, Any]:
-    zs = [seg.z for c in plan.clients for seg in c.segments]
-    planned = [plan.epsilon_spent(c.client_id, c.max_steps) for c in plan.clients]
-    return {
-        "n_clients": len(plan.clients),
-        "rounds": plan.rounds,
-        "eps_k_min": min(c.epsilon for c in plan.clients),
-        "eps_k_max": max(c.epsilon for c in plan.clients),
-        "noise_multiplier_min": min(zs),
-        "noise_multiplier_max": max(zs),
-        "steps_within_budget_min": min(c.max_steps for c in plan.clients),
-        "clients_to_suspend": sum(c.max_steps < c.steps_planned for c in plan.clients),
-        "eps_planned_max": max(planned),
-        "eps_planned_min": min(planned),
-    }
-
-
-def pick_domain(results: dict[str, Any], wanted: str | None) -> str:
-    domains = [
-        g for g in results["test"]["sampled"][0]["metrics"] if "|" not in g and g != "overall"
-    ]
-    if wanted is not None:
-        if wanted not in domains:
-            raise SystemExit(f"--domain {wanted!r}: the data set's domains are {domains}")
-        return wanted
-    # The paper's RQ6 target is Kitchen, the second domain of Food-Kitchen.
-    return "Kitchen" if "Kitchen" in domains else domains[min(1, len(domains) - 1)]
-
-
-def result_fields(results: dict[str, Any], domain: str) -> dict[str, Any]:
-    sampled = results["test"]["sampled"][0]["metrics"]
-    full = results["test"]["full"][0]["metrics"]
-    out: dict[str, Any] = {
-        "selected_round": results.get("selected_round"),
-        "domain": domain,
-        "hr10_sampled": sampled[domain]["HR@10"],
-        "ndcg10_sampled": sampled[domain]["NDCG@10"],
-        "hr10_full": full[domain]["HR@10"],
-        "overall_hr10_sampled": sampled["overall"]["HR@10"],
-        "overall_ndcg10_sampled": sampled["overall"]["NDCG@10"],
-        "overall_hr10_full": full["overall"]["HR@10"],
-    }
-    privacy = results.get("privacy")
-    if privacy is not None:
-        out |= {
-            "eps_spent_max": privacy["epsilon_spent_max"],
-            "eps_spent_min": privacy["epsilon_spent_min"],
-            "clients_over_budget": len(privacy["clients_over_budget"]),
-            "clients_suspended": len(privacy["clients_suspended"]),
-            "rounds_done": privacy["rounds_done"],
-            "calibration": privacy["calibration"],
-            "accountant": privacy["accountant"],
-            "allocation": privacy["allocation"],
-        }
-    return out
-
-
-def floors(results: dict[str, Any], domain: str) -> dict[str, float]:
-    return {
-        "hr10_sampled": results["test"]["sampled"][1]["metrics"][domain]["HR@10"],
-        "ndcg10_sampled": results["test"]["sampled"][1]["metrics"][domain]["NDCG@10"],
-        "hr10_full": results["test"]["full"][1]["metrics"][domain]["HR@10"],
-    }
+    plan refuses the budget; a stored run with other settings stops the grid."""
+    try:
+        results, seconds = execute.run_or_reuse(run_dir, cfg)
+    except execute.StoredRunMismatchError as exc:
+        raise SystemExit(str(exc)) from exc
+    if seconds is not None:
+        print(f"  {run_dir.name}: {seconds:.0f}s", flush=True)
+    return results, seconds is not None
 
 
 def base_row(point: Point, cfg: ExperimentConfig, seed: int, run_dir: Path) -> dict[str, Any]:
-    dp = point.eps_total is not None
-    return {
-        "variant": point.variant,
-        "eps_total": point.eps_total,
-        "delta": point.delta,
-        "beta": point.beta,
-        "clipping": ("fixed" if point.fixed_clipping else "adaptive") if dp else None,
-        "allocation": cfg.privacy.allocation if dp else None,
-        "calibration": cfg.privacy.calibration if dp else None,
-        "accountant": cfg.privacy.accountant if dp else None,
-        "amplification": cfg.privacy.amplification if dp else None,
-        "seed": seed,
-        "n_clients": cfg.partition.n_clients,
-        "rounds": cfg.federation.rounds,
-        "run_dir": _shown(run_dir),
-    }
+    return _base_row(point, cfg, seed, _shown(run_dir))
 
 
 def _shown(path: Path) -> str:
@@ -379,169 +157,6 @@ def evaluate_point(
     row |= result_fields(results, pick_domain(results, args.domain))
     row["status"] = "done"
     return row, results
-
-
-def infeasible(cfg: ExperimentConfig, exc: Exception) -> dict[str, Any]:
-    return {
-        "status": f"infeasible at max_noise_multiplier={cfg.privacy.max_noise_multiplier:g}",
-        "note": str(exc),
-    }
-
-
-# --- outputs -----------------------------------------------------------------------------------
-
-
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in CSV_COLUMNS})
-
-
-def _num(x: float | None, fmt: str) -> str:
-    return "-" if x is None else format(x, fmt)
-
-
-def _pct(xs: list[float]) -> str:
-    if not xs:
-        return "-"
-    mean = 100 * statistics.fmean(xs)
-    return f"{mean:.2f}" if len(xs) == 1 else f"{mean:.2f} ± {100 * statistics.pstdev(xs):.2f}"
-
-
-def _range(lo: float | None, hi: float | None, fmt: str) -> str:
-    if lo is None:
-        return "-"
-    return _num(lo, fmt) if math.isclose(lo, hi, rel_tol=1e-9) else f"{lo:{fmt}}–{hi:{fmt}}"
-
-
-def grouped(rows: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    """Rows of the same point over seeds, in grid order."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["variant"], r["eps_total"], r["delta"]), []).append(r)
-    return groups
-
-
-def markdown(rows: list[dict[str, Any]], domain: str | None, only_plan: bool) -> str:
-    d = domain or "domain"
-    head = [
-        "variant",
-        "eps_total",
-        "delta",
-        "beta",
-        "clipping",
-        "eps_k",
-        "z (noise multiplier)",
-        "steps within budget",
-    ]
-    if only_plan:
-        head += ["eps planned (max)", "status"]
-    else:
-        head += [
-            "eps spent max (min)",
-            "suspended",
-            f"{d} HR@10",
-            f"{d} NDCG@10",
-            f"{d} HR@10 full",
-            "overall HR@10",
-            "n",
-            "status",
-        ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for runs in grouped(rows).values():
-        r = runs[0]
-        done = [x for x in runs if x["status"] == "done"]
-        cells = [
-            r["variant"],
-            _num(r["eps_total"], "g"),
-            _num(r["delta"], "g"),
-            _num(r["beta"], "g"),
-            r["clipping"] or "-",
-            _range(r.get("eps_k_min"), r.get("eps_k_max"), ".4g"),
-            _range(r.get("noise_multiplier_min"), r.get("noise_multiplier_max"), ".4g"),
-            _num(r.get("steps_within_budget_min"), "d")
-            + (f" ({r['clients_to_suspend']} clients cut)" if r.get("clients_to_suspend") else ""),
-        ]
-        if only_plan:
-            cells += [_num(r.get("eps_planned_max"), ".4g"), r["status"]]
-        else:
-            spent = (
-                f"{max(x['eps_spent_max'] for x in done):.4g} "
-                f"({min(x['eps_spent_min'] for x in done):.4g})"
-                if done and done[0].get("eps_spent_max") is not None
-                else "-"
-            )
-            suspended = (
-                str(max(x["clients_suspended"] for x in done))
-                if done and done[0].get("clients_suspended") is not None
-                else "-"
-            )
-            cells += [
-                spent,
-                suspended,
-                _pct([x["hr10_sampled"] for x in done]),
-                _pct([x["ndcg10_sampled"] for x in done]),
-                _pct([x["hr10_full"] for x in done]),
-                _pct([x["overall_hr10_sampled"] for x in done]),
-                str(len(done)),
-                ", ".join(sorted({x["status"] for x in runs})),
-            ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def plot(
-    rows: list[dict[str, Any]],
-    reference: dict[str, Any],
-    path: Path,
-    title: str,
-) -> Path | None:
-    """HR@10 of the domain against eps_total, sampled and full ranking side by side."""
-    curves: dict[str, dict[float, list[dict[str, Any]]]] = {}
-    for r in rows:
-        if r["eps_total"] is None or r["status"] != "done":
-            continue
-        curves.setdefault(r["variant"], {}).setdefault(r["eps_total"], []).append(r)
-    if not curves:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    domain = reference["domain"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
-    panels = (
-        ("hr10_sampled", f"sampled ({reference.get('n_negatives')} negatives)"),
-        ("hr10_full", "full ranking"),
-    )
-    for ax, (key, label) in zip(axes, panels, strict=True):
-        for variant, by_eps in curves.items():
-            xs = sorted(by_eps)
-            ys = [100 * statistics.fmean(r[key] for r in by_eps[x]) for x in xs]
-            err = [100 * statistics.pstdev([r[key] for r in by_eps[x]]) for x in xs]
-            style = "-." if "-d" in variant else "-"
-            ax.errorbar(xs, ys, yerr=err, marker="o", ms=3.5, ls=style, capsize=2, label=variant)
-        if reference.get("no_dp") is not None:
-            ax.axhline(100 * reference["no_dp"][key], color="black", ls="--", label="no DP")
-        if reference.get("popularity") is not None:
-            ax.axhline(100 * reference["popularity"][key], color="grey", ls=":", label="popularity")
-        ax.set_xscale("log")
-        ticks = sorted({x for by_eps in curves.values() for x in by_eps})
-        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
-        ax.minorticks_off()
-        ax.set_xlabel("ε_total")
-        ax.set_ylabel(f"test HR@10 on {domain} (%)")
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 # --- main ----------------------------------------------------------------------------------------

@@ -72,9 +72,12 @@ def _root(
 # Sub-command modules register themselves on `app` / `data_app` when imported.
 from fedscope.cli import (  # noqa: E402,F401
     data_commands,
+    deploy_commands,
     eval_commands,
+    experiment_commands,
     privacy_commands,
     semantics_commands,
+    serve_commands,
     train_commands,
 )
 

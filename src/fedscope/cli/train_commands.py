@@ -170,51 +170,26 @@ def recommend(
     top_k: Annotated[int, typer.Option("--top-k", help="How many items to list.")] = 10,
 ) -> None:
     """Top-K next items for a history, with titles."""
-    from fedscope.evaluation.evaluator import EvalBatch
-    from fedscope.training.task import RecommendationTask
+    from fedscope.serving.recommender import Recommender
 
-    task = RecommendationTask.from_run_dir(run_dir)
-    if task.config.federation.regime == "local":
-        raise ConfigError(
-            "a local-only run has one model per client; recommend from a federated or centralised run"
-        )
-    ds = task.dataset
-    items = resolve_items(ds, [h.strip() for h in history.split(",") if h.strip()])
-    task.load_shared_weights(layout.load_checkpoint(layout.best_checkpoint_path(run_dir)).weights)
-    scorer = task.method.scorer(task.model)
-    targets = [ds.domain_index(domain)] if domain else range(ds.n_domains)
-    for d in targets:
-        dom = ds.domains[d]
-        scores = scorer.score(EvalBatch(np.array([-1]), [items], d))[0]
-        seen = ds.to_local(items[ds.domain_of(items) == d])
-        scores[seen] = -np.inf  # already in the history: not recommended again
-        best = np.argsort(-scores, kind="stable")[:top_k]
-        console.print(f"[bold]{dom.name}[/]: top {len(best)} after {len(items)} history items")
-        titles = dom.titles()
-        for rank, local in enumerate(best, start=1):
-            title = titles[local] or "(no title)"
+    # The CLI may peek at a run still in progress; the HTTP service insists on a finished one.
+    recommender = Recommender.from_run_dir(run_dir, require_finished=False)
+    tokens = [h.strip() for h in history.split(",") if h.strip()]
+    if not tokens:
+        raise ConfigError("--history is empty: give at least one item id")
+    for name, ranked in recommender.recommend(tokens, domain, top_k).items():
+        console.print(f"[bold]{name}[/]: top {len(ranked)} after {len(tokens)} history items")
+        for rec in ranked:
             console.print(
-                f"{rank:>3}. {dom.item_keys[local]}  {title}  [dim]{scores[local]:.3f}[/]",
+                f"{rec.rank:>3}. {rec.item}  {rec.title or '(no title)'}  [dim]{rec.score:.3f}[/]",
                 highlight=False,
             )
 
 
 def resolve_items(ds: Any, tokens: list[str]) -> np.ndarray:
     """Item keys (or global ids) to global ids; unknown ones are an error naming them."""
+    from fedscope.serving.recommender import ItemIndex
+
     if not tokens:
         raise ConfigError("--history is empty: give at least one item id")
-    index: dict[str, int] = {}
-    for dom in ds.domains:
-        for local, key in enumerate(dom.item_keys):
-            index.setdefault(key, dom.offset + local)
-    out, unknown = [], []
-    for t in tokens:
-        if t in index:
-            out.append(index[t])
-        elif t.isascii() and t.isdigit() and int(t) < ds.n_items_total:
-            out.append(int(t))
-        else:
-            unknown.append(t)
-    if unknown:
-        raise ConfigError(f"unknown item id(s) for data set {ds.name!r}: {', '.join(unknown[:10])}")
-    return np.array(out, dtype=np.int64)
+    return ItemIndex(ds).resolve(tokens)

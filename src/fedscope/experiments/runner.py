@@ -58,17 +58,31 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 def code_version() -> str:
     """fedscope version plus the git commit of the source tree when there is one."""
+    here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             timeout=5,
-            cwd=Path(__file__).resolve().parent,
+            cwd=here,
         ).stdout.strip()
+        # a run made from edited sources must not claim the commit's code
+        changed = (
+            sha
+            and subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=here,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{__version__}+{sha}" if sha else __version__
+        sha, changed = "", ""
+    if not sha:
+        return __version__
+    return f"{__version__}+{sha}" + ("-dirty" if changed else "")
 
 
 def default_run_dir(config: ExperimentConfig) -> Path:
@@ -146,6 +160,10 @@ def train(
         threads = config.train.threads or 1  # one per simulated client: Ray runs two at once
         run_simulation(run_dir, n_clients, resume=resume, run_config={"torch-threads": threads})
     else:
+        if config.train.threads > 0:
+            import torch
+
+            torch.set_num_threads(config.train.threads)
         task = RecommendationTask.from_run_dir(run_dir)
         if regime == "centralised":
             _train_alone(task, run_dir, 0, resume, progress, task.validation_evaluator())

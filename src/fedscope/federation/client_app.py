@@ -7,10 +7,15 @@ The train handler reads the legacy ``fitins`` layout, calls the task's
 
 Run config keys read here (``context.run_config`` merged with the factory's overrides):
 
-``run-dir``        the run directory (required)
+``run-dir``        the run directory (required unless the node has a bundle, below)
 ``torch-threads``  if > 0, torch intra-op threads for this client process (set once per
                    process; the simulation driver uses 1 so parallel Ray workers do not
                    oversubscribe the cores)
+
+Node config (``flower-supernode --node-config``): ``partition-id`` (required), and in a
+deployment ``node-dir``, the node's bundle (:mod:`fedscope.deployment.bundle`): the client
+then builds its task from that directory alone, never from the run directory or the
+shared data. Without ``node-dir`` (the simulation) the task comes from ``run-dir``.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedscope.deployment.audit import install_open_audit_from_env
 from fedscope.federation import wire
 from fedscope.federation.client_mods import client_state, client_update_mods, partition_id
 from fedscope.federation.task import FederatedTask, load_task
 
 RUN_DIR_KEY = "run-dir"
+NODE_DIR_KEY = "node-dir"  # node config: this SuperNode's bundle directory
 TORCH_THREADS_KEY = "torch-threads"
 WHOAMI = "whoami"  # query action: which partition does this node hold?
 
@@ -54,6 +61,9 @@ def build_client_app(overrides: Mapping[str, RunConfigValue] | None = None) -> C
         return {**ctx.run_config, **fixed}
 
     def task_of(ctx: Context) -> FederatedTask:
+        bundle = ctx.node_config.get(NODE_DIR_KEY)
+        if bundle:
+            return _node_task(Path(str(bundle)), partition_id(ctx))
         config = run_config(ctx)
         if RUN_DIR_KEY not in config:
             raise KeyError(f"the run config has no {RUN_DIR_KEY!r} (keys: {sorted(config)})")
@@ -93,6 +103,18 @@ def build_client_app(overrides: Mapping[str, RunConfigValue] | None = None) -> C
     return app
 
 
+def _node_task(bundle: Path, partition: int) -> FederatedTask:
+    from fedscope.deployment.node_task import load_node_task
+
+    task = load_node_task(bundle)
+    if task.partition_id != partition:
+        raise ValueError(
+            f"node config partition-id={partition}, but the bundle {bundle} holds partition "
+            f"{task.partition_id}"
+        )
+    return task
+
+
 def _check_update(delta: list[np.ndarray], weights: list[np.ndarray], client: int) -> None:
     got = [np.shape(d) for d in delta]
     expected = [np.shape(w) for w in weights]
@@ -120,5 +142,8 @@ def _prepare_process(config: Mapping[str, RunConfigValue]) -> None:
         # no import (seconds per worker) is spent on tasks that never use torch.
         os.environ["OMP_NUM_THREADS"] = str(threads)
 
+
+# Deployment tests audit which files a node's ClientApp process opens (off unless asked).
+install_open_audit_from_env()
 
 app = build_client_app()

@@ -29,6 +29,18 @@ clients is left the round completes over the survivors (a ``clients_dropped_out`
 names the others), below it SecAgg+ cannot reconstruct the masks and the round fails with
 the counts (sampled, replied, threshold) in the error and the ``round_failed`` event.
 
+Lost nodes (deployment): with ``round-timeout`` > 0, every exchange of a round (the one
+train exchange of a plain round, each of SecAgg+'s four stages) waits at most that many
+seconds; a sampled node that has not replied by then, or for which the SuperLink answers
+"node unavailable" (it missed its heartbeats), is *lost*: it counts as a dropout, and the
+round completes with the clients that replied (plain rounds: the size-weighted step over
+them; SecAgg+: as long as the reconstruction threshold is met). Sampling stays a function
+of (seed, round) over all K partitions, so a lost node sampled again is a dropout again;
+once the SuperLink no longer lists it, it is not even sent the round (no waiting). Each
+loss is a ``client_lost`` event (round, partition, node, stage, reason, seconds waited) and
+the round's metrics line lists ``lost``. With ``round-timeout`` 0 (the default, and the
+simulation) rounds wait for every reply, as before.
+
 Run config keys (``context.run_config`` merged with the factory's overrides):
 
 ``run-dir``              the run directory (required)
@@ -36,6 +48,8 @@ Run config keys (``context.run_config`` merged with the factory's overrides):
 ``stop-after-round``     stop after this round even if T is larger (0: run to T)
 ``on-failed-round``      ``"fail"`` (default): raise; ``"skip"``: record it, keep the weights
 ``discovery-timeout``    seconds to wait for all K client nodes (default 300)
+``round-timeout``        seconds an exchange waits for replies; then missing nodes are lost
+                         (default 0: wait for all)
 ``audit-received``       save what the server receives each round under ``audit/``
 """
 
@@ -54,12 +68,17 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.message_type import MessageType
+from flwr.common import FitIns, Parameters
+from flwr.common.constant import ErrorCode
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Stage
 from flwr.common.secure_aggregation.secaggplus_constants import Key as SecAggKey
 from flwr.common.serde import config_record_to_proto, metric_record_to_proto
 from flwr.proto.recorddict_pb2 import Array as ProtoArray
 from flwr.server import LegacyContext, ServerConfig
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
 from flwr.server.compat.app_utils import start_update_client_manager_thread
+from flwr.server.compat.grid_client_proxy import GridClientProxy
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.server.workflow.default_workflows import default_fit_workflow
@@ -88,6 +107,7 @@ class ServerOptions:
     on_failed_round: str = "fail"
     discovery_timeout_s: float = 300.0
     audit_received: bool = False
+    round_timeout_s: float = 0.0  # 0: wait for every reply (no lost nodes)
 
     @staticmethod
     def from_run_config(config: Mapping[str, RunConfigValue]) -> ServerOptions:
@@ -101,6 +121,9 @@ class ServerOptions:
         stop_after = int(config.get("stop-after-round", 0))
         if stop_after < 0:
             raise ValueError(f"run config stop-after-round must be >= 0, got {stop_after}")
+        round_timeout = float(config.get("round-timeout", 0.0))
+        if not round_timeout >= 0:
+            raise ValueError(f"run config round-timeout must be >= 0 seconds, got {round_timeout}")
         return ServerOptions(
             run_dir=Path(str(config[RUN_DIR_KEY])),
             resume=_as_bool(config.get("resume", False)),
@@ -108,6 +131,7 @@ class ServerOptions:
             on_failed_round=on_failed,
             discovery_timeout_s=float(config.get("discovery-timeout", 300.0)),
             audit_received=_as_bool(config.get("audit-received", False)),
+            round_timeout_s=round_timeout,
         )
 
 
@@ -142,7 +166,8 @@ def serve(grid: Grid, context: Context, options: ServerOptions) -> dict[str, Any
     task = load_task(run_dir)
     settings = task.settings()
     check_settings(settings)
-    strategy = SizeWeightedDeltaStrategy(
+    strategy_class = LostNodeStrategy if options.round_timeout_s > 0 else SizeWeightedDeltaStrategy
+    strategy = strategy_class(
         seed=settings.seed,
         fraction=settings.fraction,
         secagg=settings.secagg,
@@ -303,7 +328,7 @@ def _round_loop(
         if settings.secagg
         else default_fit_workflow
     )
-    observed = ReplyErrorLog(grid)
+    observed = ReplyErrorLog(grid, options.round_timeout_s)
     skipped: list[int] = []
     for rnd in range(start.first_round, last_round + 1):
         round_started = time.perf_counter()
@@ -312,6 +337,7 @@ def _round_loop(
         fit_workflow(observed, legacy)
         fit_s = time.perf_counter() - round_started
         record = strategy.rounds.get(rnd) or RoundRecord(sampled=[])
+        lost = _record_lost_nodes(rnd, strategy, observed, run_dir)
         if not record.applied:
             _report_failed_round(rnd, record, observed, strategy, settings, options)
             skipped.append(rnd)
@@ -351,6 +377,7 @@ def _round_loop(
                 "sampled": record.sampled,
                 "aggregated": record.applied,
                 "dropped": record.dropped,
+                "lost": lost,
                 "mean_size_weight": record.mean_size_weight,
                 "step_skipped": record.step_skipped,
                 "secagg": settings.secagg,
@@ -387,6 +414,84 @@ def _round_loop(
         "best_round": best_round,
         "best_value": best_value,
     }
+
+
+def _record_lost_nodes(
+    rnd: int, strategy: SizeWeightedDeltaStrategy, observed: ReplyErrorLog, run_dir: Path
+) -> list[int]:
+    """``client_lost`` events for the round's lost nodes; returns their partitions."""
+    lost: list[LostNode] = list(observed.lost.values())
+    if isinstance(strategy, LostNodeStrategy):
+        lost += [
+            LostNode(node, "sampling", "not connected when the round was sampled", 0.0)
+            for node in strategy.absent.get(rnd, [])
+        ]
+    partitions = []
+    for loss in lost:
+        partition = strategy.partition_of_node(loss.node_id)
+        layout.append_event(
+            run_dir,
+            "client_lost",
+            round=rnd,
+            partition=partition,
+            node_id=loss.node_id,
+            stage=loss.stage,
+            reason=loss.reason,
+            waited_s=loss.waited_s,
+        )
+        if partition is not None:
+            partitions.append(partition)
+    return sorted(set(partitions))
+
+
+@dataclass(frozen=True)
+class LostNode:
+    """A sampled node that did not reply to an exchange (timeout, or gone from the SuperLink)."""
+
+    node_id: int
+    stage: str  # "train" for plain rounds, the SecAgg+ stage, or "sampling"
+    reason: str
+    waited_s: float
+
+
+class _WithAbsentNodes:
+    """A client manager view that also lists placeholder proxies for absent nodes, so the
+    seeded sampling (over all K partitions) can name them; they are never sent anything."""
+
+    def __init__(self, manager: ClientManager, absent: list[int]) -> None:
+        self._manager = manager
+        self._absent = absent
+
+    def all(self) -> dict[str, ClientProxy]:
+        proxies = dict(self._manager.all())
+        for node in self._absent:
+            proxies[str(node)] = GridClientProxy(node_id=node, grid=None, run_id=0)  # type: ignore[arg-type]
+        return proxies
+
+
+class LostNodeStrategy(SizeWeightedDeltaStrategy):
+    """The size-weighted strategy, with sampled partitions whose node is gone (the
+    SuperLink no longer lists it) left out of the round as dropouts instead of an error."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.absent: dict[int, list[int]] = {}  # round -> node ids sampled but not connected
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        connected = {int(getattr(p, "node_id", cid)) for cid, p in client_manager.all().items()}
+        absent = [
+            self.node_of_partition[p]
+            for p in self.sample_partitions(server_round)
+            if self.node_of_partition[p] not in connected
+        ]
+        self.absent[server_round] = absent
+        if not absent:
+            return super().configure_fit(server_round, parameters, client_manager)
+        view = _WithAbsentNodes(client_manager, absent)
+        instructions = super().configure_fit(server_round, parameters, view)  # type: ignore[arg-type]
+        return [(proxy, ins) for proxy, ins in instructions if int(proxy.cid) not in absent]
 
 
 def _report_failed_round(
@@ -490,14 +595,17 @@ class ReplyErrorLog(Grid):
     and content bytes of the round (``traffic``).
     """
 
-    def __init__(self, grid: Grid) -> None:
+    def __init__(self, grid: Grid, round_timeout_s: float = 0.0) -> None:
         self._grid = grid
+        self.round_timeout_s = round_timeout_s
+        self.lost: dict[int, LostNode] = {}  # node id -> first exchange of the round it missed
         self.errors: list[tuple[int, str]] = []
         self.secagg_stages: list[SecAggStageTally] = []
         self.secagg_threshold: int | None = None
         self.traffic = WireTally()
 
     def new_round(self) -> None:
+        self.lost.clear()
         self.errors.clear()
         self.secagg_stages.clear()
         self.secagg_threshold = None
@@ -547,7 +655,13 @@ class ReplyErrorLog(Grid):
         # objects sent (the SecAgg+ stage key among them).
         stage = self._secagg_stage(messages)
         sent_bytes = self._count_sent(messages)
-        replies = self._note(self._grid.send_and_receive(messages, timeout=timeout))
+        if timeout is None and self.round_timeout_s > 0:
+            timeout = self.round_timeout_s  # Flower's workflows pass None: wait forever
+        started = time.monotonic()
+        raw = list(self._grid.send_and_receive(messages, timeout=timeout))
+        if self.round_timeout_s > 0:
+            raw = self._drop_lost(messages, raw, stage or "train", time.monotonic() - started)
+        replies = self._note(raw)
         received_bytes = self._count_received(replies)
         if stage is not None:
             ok = sum(not reply.has_error() for reply in replies)
@@ -555,6 +669,29 @@ class ReplyErrorLog(Grid):
                 SecAggStageTally(stage, len(messages), ok, sent_bytes, received_bytes)
             )
         return replies
+
+    def _drop_lost(
+        self, messages: list[Message], replies: list[Message], stage: str, waited_s: float
+    ) -> list[Message]:
+        """Replies without the SuperLink's "node unavailable" errors; every node sent a
+        message without a reply left is recorded as lost (the workflows then see it as a
+        node that did not answer: a dropout)."""
+        kept = [
+            r for r in replies if not (r.has_error() and r.error.code == ErrorCode.NODE_UNAVAILABLE)
+        ]
+        unavailable = len(replies) - len(kept)
+        answered = {r.metadata.src_node_id for r in kept}
+        for message in messages:
+            node = message.metadata.dst_node_id
+            if node in answered or node in self.lost:
+                continue
+            reason = (
+                "the SuperLink reports the node unavailable (missed heartbeats)"
+                if unavailable
+                else f"no reply within the round timeout of {self.round_timeout_s:g} s"
+            )
+            self.lost[node] = LostNode(node, stage, reason, waited_s)
+        return kept
 
     def _count_sent(self, messages: list[Message]) -> int:
         size = sum(content_wire_bytes(m.content) for m in messages if m.has_content())

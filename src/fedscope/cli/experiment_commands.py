@@ -1,0 +1,134 @@
+"""``fedscope experiment`` (the paper's experiments, resumable) and ``fedscope report``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.table import Table
+
+from fedscope.cli.main import app, console
+
+DEFAULT_ROOT = Path("runs/experiments")
+
+Root = Annotated[
+    Path,
+    typer.Option("--root", help="Where experiments keep their runs: ROOT/<experiment>/<mode>/."),
+]
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected integers such as 0,1,2; got {text!r}") from exc
+    if not seeds:
+        raise typer.BadParameter("no seed given", param_hint="--seeds")
+    return seeds
+
+
+def _list_experiments() -> None:
+    from fedscope.experiments.suite import available
+
+    table = Table(title="experiments (fedscope experiment NAME --quick|--reduced|--full)")
+    table.add_column("name")
+    table.add_column("paper")
+    table.add_column("title")
+    table.add_column("runs quick/reduced/full (per seed)", justify="right")
+    for name, exp in available().items():
+        counts = "/".join(str(len(exp.runs(m))) for m in ("quick", "reduced", "full"))
+        table.add_row(name, exp.paper, exp.title, counts)
+    console.print(table)
+
+
+@app.command("experiment")
+def experiment(
+    name: Annotated[str, typer.Argument(help="Experiment name, or 'list' to list them.")],
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Generated data set, minutes on 2 cores.")
+    ] = False,
+    reduced: Annotated[
+        bool, typer.Option("--reduced", help="Real data, the documented cut-down grid.")
+    ] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Real data, the paper's grid (the default).")
+    ] = False,
+    root: Root = DEFAULT_ROOT,
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", help="Seeds instead of the mode's, e.g. 0,1,2.")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config value in every run: section.key=value."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the runs, their overrides and which are stored.")
+    ] = False,
+) -> None:
+    """Run (or resume) one of the paper's experiments; finished runs are reused."""
+    from fedscope.experiments.suite import get
+    from fedscope.experiments.suite.execute import dry_run as plan_rows
+    from fedscope.experiments.suite.execute import execute
+
+    if name == "list":
+        _list_experiments()
+        return
+    if quick + reduced + full > 1:
+        raise typer.BadParameter("choose one of --quick, --reduced, --full")
+    mode: Literal["quick", "reduced", "full"] = (
+        "quick" if quick else "reduced" if reduced else "full"
+    )
+    exp = get(name)
+    plan = exp.plan(mode, _parse_seeds(seeds), overrides or [], root)
+    console.print(f"[bold]{exp.name}[/] · {exp.paper} · mode {mode} · root {root}", highlight=False)
+    if dry_run:
+        rows = plan_rows(plan, root)
+        console.print(f"{len(rows)} runs (state: new, interrupted = resumed, stored = reused):")
+        for row in rows:
+            shared = f" (shared from {row['shared_from']})" if row["shared_from"] != name else ""
+            console.print(
+                f"  [{row['state']}] {row['label']} · seed {row['seed']} · {row['run_dir']}"
+                f"{shared} · {' '.join(row['overrides'])}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        console.print(
+            "every run: "
+            + (f"--config {plan.config_file} " if plan.config_file else "")
+            + " ".join(plan.base_overrides),
+            highlight=False,
+            soft_wrap=True,
+        )
+        for note in plan.notes:
+            console.print(f"note: {note}", highlight=False)
+        for item in plan.missing:
+            console.print(f"missing: {item}", highlight=False)
+        return
+    t0 = time.perf_counter()
+    index = execute(exp, plan, root, echo=lambda s: console.print(s, highlight=False))
+    done = sum(r["status"] == "done" for r in index["runs"])
+    console.print(
+        f"{done}/{len(index['runs'])} runs finished in {time.perf_counter() - t0:.0f}s · index "
+        f"{root / exp.name / mode / 'experiment.json'} · `fedscope report --root {root}`",
+        highlight=False,
+    )
+
+
+@app.command("report")
+def report(
+    root: Root = DEFAULT_ROOT,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("report"),
+    fmt: Annotated[
+        Literal["markdown", "html"], typer.Option("--format", help="markdown or html.")
+    ] = "markdown",
+) -> None:
+    """One document (tables and PNG figures) from every stored experiment under --root."""
+    from fedscope.experiments.suite.report import write_report
+
+    path = write_report(root, out, fmt, echo=lambda s: console.print(s, highlight=False))
+    console.print(f"wrote {path}", highlight=False)

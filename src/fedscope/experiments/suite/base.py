@@ -1,0 +1,426 @@
+"""What an experiment of the suite is, and what the experiments share.
+
+An experiment (one module per research question of the paper) says which runs it needs in a
+mode (:class:`RunSpec`: a label, a run-directory name, config overrides and seeds) and how to
+turn the stored runs into tables and figures (:meth:`Experiment.summarise`). Training, reuse
+and the experiment index live in :mod:`fedscope.experiments.suite.execute`; turning indexes
+into a document lives in :mod:`fedscope.experiments.suite.report`.
+
+Modes:
+
+* ``quick``: the embedded generated data set at a small size, starting from the ``demo``
+  preset; every experiment finishes in minutes on 2 cores. It shows the machinery working; its
+  numbers say nothing about the paper's claims.
+* ``full``: the real Food-Kitchen data with ``configs/food-kitchen.toml`` and the paper's
+  schedule (K=50, C=0.2, E=1, T=200) and five seeds.
+* ``reduced``: the full setting cut down where the full grid takes far more than a few hours
+  on 2 cores (fewer seeds, values or rounds); every experiment states its reductions, and they
+  are stored in the experiment index.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import statistics
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from fedscope.config import ExperimentConfig, load_config
+from fedscope.experiments.presets import DEMO
+
+Mode = Literal["quick", "reduced", "full"]
+MODES: tuple[Mode, ...] = ("quick", "reduced", "full")
+
+REPO = Path(__file__).resolve().parents[4]
+FULL_CONFIG = REPO / "configs" / "food-kitchen.toml"
+FULL_SEEDS = (0, 1, 2, 3, 4)  # the paper averages five seeds
+REDUCED_SEEDS = (0, 1, 2)
+QUICK_SEEDS = (0,)
+
+
+# The demo preset on a smaller generated data set and a shorter schedule, so that a whole
+# experiment (several federated runs) takes minutes on 2 busy cores; validation every other
+# round gives the convergence curves a few points.
+def merged_overrides(*layers: Sequence[str]) -> tuple[str, ...]:
+    """``key=value`` lists merged so that each key appears once, with its last value."""
+    merged: dict[str, str] = {}
+    for layer in layers:
+        for item in layer:
+            merged[item.split("=", 1)[0].strip()] = item
+    return tuple(merged.values())
+
+
+QUICK_OVERRIDES: tuple[str, ...] = merged_overrides(
+    DEMO,
+    (
+        'data.options={"n_users": 2000, "n_items": 1000}',
+        "federation.rounds=10",
+        "eval.every=2",
+        "eval.valid_subset=1000",
+    ),
+)
+
+METRICS_PAPER = ("NDCG@5", "NDCG@10", "HR@5", "HR@10", "MRR")  # Tables 4 and 5, in order
+PROTOCOLS: tuple[str, ...] = ("sampled", "full")
+
+
+def mode_config(mode: Mode) -> tuple[Path | None, tuple[str, ...]]:
+    """The config file and the overrides every run of ``mode`` starts from.
+
+    One base for all experiments of a mode, so that runs shared between experiments (for
+    example RQ1's FedSCOPE run, which RQ5 and RQ7 also read) are the same run.
+    """
+    if mode == "quick":
+        return None, QUICK_OVERRIDES
+    return FULL_CONFIG, ()
+
+
+def default_seeds(mode: Mode) -> tuple[int, ...]:
+    return {"quick": QUICK_SEEDS, "reduced": REDUCED_SEEDS, "full": FULL_SEEDS}[mode]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One configuration of an experiment, run once per seed.
+
+    The run directory is ``<root>/<owner>/<mode>/<name>-s<seed>``; ``owner`` is the experiment
+    whose folder holds it (another experiment's name when the run is shared, e.g. RQ5 reads
+    RQ1's FedSCOPE run instead of training it again).
+    """
+
+    label: str
+    name: str
+    overrides: tuple[str, ...]
+    seeds: tuple[int, ...]
+    owner: str | None = None
+    tags: tuple[tuple[str, Any], ...] = ()  # experiment-specific facts, e.g. (("K", 20),)
+
+    def tag(self, key: str, default: Any = None) -> Any:
+        return dict(self.tags).get(key, default)
+
+    def home(self, experiment: str) -> str:
+        return self.owner or experiment
+
+
+@dataclass
+class Plan:
+    """Everything an experiment will run in one mode, before anything is trained."""
+
+    experiment: str
+    mode: Mode
+    config_file: Path | None
+    base_overrides: tuple[str, ...]
+    extra_sets: tuple[str, ...]
+    runs: list[RunSpec]
+    notes: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    root: Path | None = None  # replaces "{root}" in overrides (paths of shared artefacts)
+
+    def overrides(self, spec: RunSpec, seed: int) -> list[str]:
+        # The user's --set comes last so it wins, then the seed (the plan's own axis).
+        items = [*self.base_overrides, *spec.overrides, *self.extra_sets, f"seed={seed}"]
+        if self.root is not None:
+            items = [o.replace("{root}", str(self.root.resolve())) for o in items]
+        return items
+
+    def config(self, spec: RunSpec, seed: int) -> ExperimentConfig:
+        return load_config(self.config_file, self.overrides(spec, seed))
+
+    def seeds(self) -> list[int]:
+        seen: list[int] = []
+        for spec in self.runs:
+            seen += [s for s in spec.seeds if s not in seen]
+        return sorted(seen)
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+
+    def markdown(self) -> str:
+        lines = [
+            "| " + " | ".join(self.columns) + " |",
+            "|" + "---|" + "---:|" * (len(self.columns) - 1),
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        out = f"**{self.title}**\n\n" + "\n".join(lines)
+        return out + (f"\n\n{self.caption}" if self.caption else "")
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            for row in self.rows
+        )
+        cap = f"<p>{html.escape(self.caption)}</p>" if self.caption else ""
+        return (
+            f"<h4>{html.escape(self.title)}</h4><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>{cap}"
+        )
+
+
+@dataclass
+class Figure:
+    title: str
+    path: Path
+    caption: str = ""
+
+
+@dataclass
+class Summary:
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StoredRun:
+    """A finished run as the index lists it, with its results.json."""
+
+    spec: RunSpec
+    seed: int
+    run_dir: Path
+    results: dict[str, Any]
+    wall_s: float | None = None
+
+
+@dataclass
+class StoredExperiment:
+    """An experiment's index (experiment.json) and its finished runs."""
+
+    index: dict[str, Any]
+    folder: Path  # <root>/<experiment>/<mode>: where the experiment may cache derived data
+    runs: list[StoredRun]
+
+    def by_label(self) -> dict[str, list[StoredRun]]:
+        out: dict[str, list[StoredRun]] = {}
+        for r in self.runs:
+            out.setdefault(r.spec.label, []).append(r)
+        return out
+
+    def by_name(self) -> dict[str, list[StoredRun]]:
+        out: dict[str, list[StoredRun]] = {}
+        for r in self.runs:
+            out.setdefault(r.spec.name, []).append(r)
+        return out
+
+    @property
+    def mode(self) -> str:
+        return self.index["mode"]
+
+    def domains(self) -> list[str]:
+        if not self.runs:
+            return []
+        return domains_of(self.runs[0].results)
+
+
+class Experiment(ABC):
+    """One table or figure group of the paper, as runs and a summary."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    paper: ClassVar[str]  # where in the paper, e.g. "RQ1, Tables 4-5"
+    description: ClassVar[str]
+
+    @abstractmethod
+    def runs(self, mode: Mode) -> list[RunSpec]:
+        """The runs of ``mode`` with their default seeds."""
+
+    def notes(self, mode: Mode) -> list[str]:
+        """What the mode leaves out or reduces, said in the output and stored in the index."""
+        return []
+
+    def missing(self, mode: Mode) -> list[str]:
+        """Parts of the paper's experiment this implementation cannot run yet."""
+        return []
+
+    def prepare(self, plan: Plan, root: Path, echo: Any) -> None:  # noqa: B027
+        """Work needed before training (e.g. semantic stores); default: none."""
+
+    @abstractmethod
+    def summarise(self, stored: StoredExperiment, figures: Path) -> Summary:
+        """Tables and figures (PNGs written under ``figures``) from stored runs only."""
+
+    def plan(
+        self,
+        mode: Mode,
+        seeds: Sequence[int] | None = None,
+        sets: Sequence[str] = (),
+        root: Path | None = None,
+    ) -> Plan:
+        config_file, base = mode_config(mode)
+        specs = self.runs(mode)
+        if seeds:
+            specs = [_with_seeds(s, tuple(seeds)) for s in specs]
+        return Plan(
+            experiment=self.name,
+            mode=mode,
+            config_file=config_file,
+            base_overrides=base,
+            extra_sets=tuple(sets),
+            runs=specs,
+            notes=self.notes(mode),
+            missing=self.missing(mode),
+            root=None if root is None else Path(root),
+        )
+
+
+def _with_seeds(spec: RunSpec, seeds: tuple[int, ...]) -> RunSpec:
+    return RunSpec(spec.label, spec.name, spec.overrides, seeds, spec.owner, spec.tags)
+
+
+# --- reading results ---------------------------------------------------------------------------
+
+
+def domains_of(results: dict[str, Any]) -> list[str]:
+    metrics = results["test"]["sampled"][0]["metrics"]
+    return [g for g in metrics if "|" not in g and g != "overall"]
+
+
+def metric_of(
+    results: dict[str, Any],
+    group: str,
+    metric: str,
+    protocol: str = "sampled",
+    split: str = "test",
+    floor: bool = False,
+) -> float | None:
+    """One number of a run's results.json (fractions); None when the group is empty."""
+    entry = results[split][protocol][1 if floor else 0]
+    return entry["metrics"].get(group, {}).get(metric)
+
+
+def fmt_mean_std(values: Iterable[float | None], scale: float = 100.0) -> str:
+    """``mean ± std`` over seeds (population std), the mean alone for one seed; "–" for none."""
+    xs = [scale * v for v in values if v is not None]
+    if not xs:
+        return "–"
+    if len(xs) == 1:
+        return f"{xs[0]:.2f}"
+    return f"{statistics.fmean(xs):.2f} ± {statistics.pstdev(xs):.2f}"
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return math.nan, math.nan, 0
+    return statistics.fmean(xs), (statistics.pstdev(xs) if len(xs) > 1 else 0.0), len(xs)
+
+
+def metric_table(
+    title: str,
+    groups: dict[str, list[StoredRun]],
+    protocol: str,
+    domains: Sequence[str],
+    metrics: Sequence[str] = METRICS_PAPER,
+    subset: str | None = None,
+    caption: str = "",
+) -> Table:
+    """Rows: one per label (mean ± std over seeds) and the popularity floor; columns: every
+    (domain, metric). ``subset`` reads the "<domain>|<subset>" groups (e.g. cold-start users)."""
+    columns = ["method"] + [f"{d} {m}" for d in domains for m in metrics]
+    rows: list[list[str]] = []
+    floor_source: dict[str, Any] | None = None
+    for label, runs in groups.items():
+        if not runs:
+            continue
+        floor_source = floor_source or runs[0].results
+        cells = []
+        for d in domains:
+            g = d if subset is None else f"{d}|{subset}"
+            for m in metrics:
+                cells.append(fmt_mean_std(metric_of(r.results, g, m, protocol) for r in runs))
+        rows.append([f"{label} (n={len(runs)})", *cells])
+    if floor_source is not None:
+        if not caption:
+            caption = " ".join(floor_source["test"][protocol][0].get("notes", []))
+        cells = []
+        for d in domains:
+            g = d if subset is None else f"{d}|{subset}"
+            for m in metrics:
+                cells.append(fmt_mean_std([metric_of(floor_source, g, m, protocol, floor=True)]))
+        rows.append(["popularity (floor)", *cells])
+    return Table(title, columns, rows, caption)
+
+
+def protocol_label(results: dict[str, Any], protocol: str) -> str:
+    if protocol == "full":
+        return "full ranking"
+    return f"sampled ({results['test']['sampled'][0]['n_negatives']} negatives)"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path, bottom: float = 0.0) -> Path:
+    """Write ``fig``; ``bottom`` keeps that share of the height free for a figure legend."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path
+
+
+def validation_curve(run: StoredRun, metric: str = "HR@10") -> tuple[list[int], list[float]]:
+    """Validation ``metric`` against round from a run's metrics.jsonl (rows with validation)."""
+    from fedscope.federation import run_dir as layout
+
+    xs, ys = [], []
+    for row in layout.read_metrics(run.run_dir):
+        value = (row.get("validation") or {}).get(metric)
+        if value is not None:
+            xs.append(int(row["round"]))
+            ys.append(float(value))
+    return xs, ys
+
+
+def legend_below(fig: Any, ax: Any, ncol: int = 3) -> float:
+    """One legend for the whole figure under its panels; returns the height share it needs."""
+    handles, labels = ax.get_legend_handles_labels()
+    rows = -(-len(labels) // ncol)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
+    return min(0.35, 0.06 * rows + 0.02)
+
+
+def plot_curves(
+    ax: Any,
+    groups: dict[str, list[StoredRun]],
+    metric: str = "HR@10",
+) -> None:
+    """One line per label: the mean over seeds of validation ``metric`` (%), with a band of
+    ± one std where there are several seeds."""
+    import numpy as np
+
+    for label, runs in groups.items():
+        curves = [validation_curve(r, metric) for r in runs]
+        curves = [c for c in curves if c[0]]
+        if not curves:
+            continue
+        rounds = sorted(set.intersection(*(set(c[0]) for c in curves)))
+        values = np.array([[dict(zip(*c, strict=True))[x] for x in rounds] for c in curves])
+        mean = 100 * values.mean(axis=0)
+        (line,) = ax.plot(rounds, mean, marker="o", markersize=3, label=f"{label} (n={len(runs)})")
+        if len(curves) > 1:
+            std = 100 * values.std(axis=0)
+            ax.fill_between(rounds, mean - std, mean + std, color=line.get_color(), alpha=0.2)

@@ -1,0 +1,259 @@
+"""Running an experiment's plan: train what is missing, reuse what is stored, index it all.
+
+Runs are visited seed-major (every configuration of seed 0, then of seed 1, ...), so a grid
+stopped part-way holds whole seeds. A run directory with results.json is reused (after
+checking that it holds the configuration the plan asks for); one with only config.json was
+interrupted and is resumed; otherwise it is prepared and trained. The index
+``<root>/<experiment>/<mode>/experiment.json`` is rewritten after every run, so an
+interrupted experiment still lists what it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fedscope.config import ExperimentConfig
+from fedscope.experiments import runner
+from fedscope.experiments.suite.base import (
+    Experiment,
+    Plan,
+    RunSpec,
+    StoredExperiment,
+    StoredRun,
+)
+from fedscope.privacy import PrivacySettingsError
+
+INDEX_FILE = "experiment.json"
+Echo = Callable[[str], None]
+
+
+class StoredRunMismatchError(ValueError):
+    """A run directory holds a run with other settings than the plan asks for."""
+
+
+def experiment_folder(root: Path, experiment: str, mode: str) -> Path:
+    return Path(root) / experiment / mode
+
+
+def run_dir_of(root: Path, plan: Plan, spec: RunSpec, seed: int) -> Path:
+    return experiment_folder(root, spec.home(plan.experiment), plan.mode) / f"{spec.name}-s{seed}"
+
+
+def _differences(want: Any, have: Any, prefix: str = "") -> list[str]:
+    if isinstance(want, dict) and isinstance(have, dict):
+        out = []
+        for k in sorted(set(want) | set(have)):
+            out += _differences(want.get(k), have.get(k), f"{prefix}{k}.")
+        return out
+    return [] if want == have else [f"{prefix[:-1]}: run has {have!r}, wanted {want!r}"]
+
+
+def check_same_config(run_dir: Path, wanted: ExperimentConfig) -> None:
+    """A reused run must be the run that is asked for: a root shared between plans with
+    different overrides would otherwise mix settings silently."""
+    have = runner.read_config(run_dir).model_dump()
+    want = wanted.model_dump()
+    have.pop("output_dir", None)
+    want.pop("output_dir", None)
+    diff = _differences(want, have)
+    if diff:
+        raise StoredRunMismatchError(
+            f"{run_dir}: holds a run with other settings than asked for:\n  "
+            + "\n  ".join(diff)
+            + "\nuse another --root, or delete that run directory"
+        )
+
+
+def run_state(run_dir: Path) -> str:
+    if (run_dir / runner.RESULTS_FILE).is_file():
+        return "stored"
+    if (run_dir / runner.CONFIG_FILE).is_file():
+        return "interrupted"
+    return "new"
+
+
+def run_or_reuse(
+    run_dir: Path, cfg: ExperimentConfig, check: bool = True
+) -> tuple[dict[str, Any], float | None]:
+    """(results, seconds trained now; None when reused). PrivacySettingsError is raised before
+    anything is written when a privacy plan refuses the budget."""
+    state = run_state(run_dir)
+    if state != "new" and check:
+        check_same_config(run_dir, cfg)
+    if state == "stored":
+        return json.loads((run_dir / runner.RESULTS_FILE).read_text()), None
+    if state == "new":
+        runner.prepare_run(cfg, run_dir)
+    t0 = time.perf_counter()
+    out = runner.train(run_dir, resume=state == "interrupted")
+    return out, time.perf_counter() - t0
+
+
+def _previous_walls(root: Path) -> dict[str, float]:
+    """Training wall time of every run any index under ``root`` recorded, by run directory
+    (relative to ``root``): a reused or shared run keeps the time it took when trained."""
+    walls: dict[str, float] = {}
+    for path in find_indexes(root):
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        for r in old.get("runs", []):
+            if r.get("wall_s") is not None and not r.get("reused"):
+                walls[r["run_dir"]] = r["wall_s"]
+    for path in find_indexes(root):  # a reused entry fills only what no trained entry has
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        for r in old.get("runs", []):
+            if r.get("wall_s") is not None:
+                walls.setdefault(r["run_dir"], r["wall_s"])
+    return walls
+
+
+def _spec_json(spec: RunSpec) -> dict[str, Any]:
+    return {
+        "label": spec.label,
+        "name": spec.name,
+        "overrides": list(spec.overrides),
+        "owner": spec.owner,
+        "tags": dict(spec.tags),
+    }
+
+
+def _index_head(exp: Experiment, plan: Plan) -> dict[str, Any]:
+    return {
+        "experiment": exp.name,
+        "title": exp.title,
+        "paper": exp.paper,
+        "description": exp.description,
+        "mode": plan.mode,
+        "code_version": runner.code_version(),
+        "config_file": str(plan.config_file) if plan.config_file else None,
+        "base_overrides": list(plan.base_overrides),
+        "extra_sets": list(plan.extra_sets),
+        "seeds": plan.seeds(),
+        "notes": plan.notes,
+        "missing": plan.missing,
+    }
+
+
+def dry_run(plan: Plan, root: Path) -> list[dict[str, Any]]:
+    """Every (run, seed) of the plan with its overrides and whether it is already stored."""
+    rows = []
+    for seed in plan.seeds():
+        for spec in plan.runs:
+            if seed not in spec.seeds:
+                continue
+            run_dir = run_dir_of(root, plan, spec, seed)
+            rows.append(
+                {
+                    "label": spec.label,
+                    "run_dir": str(run_dir),
+                    "seed": seed,
+                    "state": run_state(run_dir),
+                    "overrides": [*spec.overrides, *plan.extra_sets],
+                    "shared_from": spec.owner,
+                }
+            )
+    return rows
+
+
+def execute(exp: Experiment, plan: Plan, root: Path, echo: Echo = print) -> dict[str, Any]:
+    """Train or reuse every run of ``plan`` under ``root``; write and return the index."""
+    root = Path(root)
+    folder = experiment_folder(root, exp.name, plan.mode)
+    folder.mkdir(parents=True, exist_ok=True)
+    index_path = folder / INDEX_FILE
+    walls = _previous_walls(root)
+    index = _index_head(exp, plan) | {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "runs": [],
+    }
+    for note in plan.notes:
+        echo(f"note: {note}")
+    for item in plan.missing:
+        echo(f"missing: {item}")
+    exp.prepare(plan, root, echo)
+    t_start = time.perf_counter()
+    for seed in plan.seeds():
+        for spec in plan.runs:
+            if seed not in spec.seeds:
+                continue
+            run_dir = run_dir_of(root, plan, spec, seed)
+            shown = str(run_dir.relative_to(root))
+            cfg = plan.config(spec, seed)
+            entry: dict[str, Any] = _spec_json(spec) | {
+                "seed": seed,
+                "run_dir": shown,
+                "config": f"{shown}/{runner.CONFIG_FILE}",
+            }
+            try:
+                results, seconds = run_or_reuse(run_dir, cfg)
+            except PrivacySettingsError as exc:
+                entry |= {"status": "infeasible", "note": str(exc), "wall_s": None}
+                echo(f"  {shown}: infeasible: {exc}")
+            else:
+                reused = seconds is None
+                entry |= {
+                    "status": "done",
+                    "reused": reused,
+                    "wall_s": walls.get(shown) if reused else round(seconds, 1),
+                }
+                meta = results["run"]
+                index.setdefault("dataset", meta["dataset"])
+                index.setdefault("dataset_fingerprint", meta["dataset_fingerprint"])
+                index.setdefault("protocol", meta["protocol"])
+                index.setdefault("protocol_note", meta["protocol_note"])
+                how = "stored, reused" if reused else f"trained in {seconds:.0f}s"
+                echo(f"  {shown}: {spec.label}: {how}")
+            index["runs"].append(entry)
+            index["wall_s_this_call"] = round(time.perf_counter() - t_start, 1)
+            index["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
+            index_path.write_text(json.dumps(index, indent=2))
+    index_path.write_text(json.dumps(index, indent=2))
+    return index
+
+
+# --- reading back --------------------------------------------------------------------------------
+
+
+def load_stored(index_path: Path) -> StoredExperiment:
+    """An experiment's index and its finished runs, from disk only."""
+    index_path = Path(index_path)
+    index = json.loads(index_path.read_text())
+    folder = index_path.parent
+    root = folder.parents[1]
+    runs = []
+    for entry in index["runs"]:
+        if entry.get("status") != "done":
+            continue
+        run_dir = root / entry["run_dir"]
+        results_file = run_dir / runner.RESULTS_FILE
+        if not results_file.is_file():
+            continue
+        spec = RunSpec(
+            entry["label"],
+            entry["name"],
+            tuple(entry["overrides"]),
+            (entry["seed"],),
+            entry.get("owner"),
+            tuple(sorted(entry.get("tags", {}).items())),
+        )
+        runs.append(
+            StoredRun(
+                spec, entry["seed"], run_dir, json.loads(results_file.read_text()), entry["wall_s"]
+            )
+        )
+    return StoredExperiment(index, folder, runs)
+
+
+def find_indexes(root: Path) -> list[Path]:
+    """Every experiment index under ``root`` (``<root>/<experiment>/<mode>/experiment.json``)."""
+    return sorted(Path(root).glob(f"*/*/{INDEX_FILE}"))

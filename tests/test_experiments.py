@@ -1,0 +1,155 @@
+"""The experiment suite: registry, plans, a real tiny run end to end, and the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedscope.experiments.suite import available, get
+from fedscope.experiments.suite.execute import dry_run, run_dir_of
+from fedscope.experiments.suite.rq1_overall import GRID
+from fedscope.methods import available_methods
+
+FEDSCOPE = [sys.executable, "-m", "fedscope.cli"]
+PAPER = {
+    "rq1_overall",
+    "convergence",
+    "rq2_semantics",
+    "rq3_iidcl",
+    "rq4_cold_start",
+    "rq5_standalone",
+    "rq6_privacy",
+    "rq7_robustness",
+}
+# Quick mode shrunk further: 4 clients of 75 users, 2 rounds.
+TINY = [
+    "--set",
+    'data.options={"n_users": 300, "n_items": 120}',
+    "--set",
+    "partition.n_clients=4",
+    "--set",
+    "federation.rounds=2",
+    "--set",
+    "eval.every=1",
+    "--set",
+    "eval.valid_subset=200",
+    "--set",
+    "train.batch_size=32",
+]
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="250")
+    proc = subprocess.run([*FEDSCOPE, *args], capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_registry_lists_the_eight_experiments() -> None:
+    assert set(available()) == PAPER
+    for exp in available().values():
+        for mode in ("quick", "reduced", "full"):
+            specs = exp.runs(mode)
+            assert specs, (exp.name, mode)
+            # one run directory per name and seed: names are unique within an experiment
+            assert len({(s.home(exp.name), s.name) for s in specs}) == len(specs)
+
+
+def test_rq1_runs_every_registered_method_of_its_grid() -> None:
+    known = available_methods()
+    wanted = {(m, r) for _, m, r, _ in GRID if m in known}
+    specs = get("rq1_overall").runs("quick")
+    assert {(s.tag("method"), s.tag("regime")) for s in specs} == wanted
+    missing = get("rq1_overall").missing("quick")
+    for _, method, _, _ in GRID:
+        assert (method in known) != any(f"{method!r}" in m for m in missing)
+
+
+def test_shared_runs_live_in_their_owner_folder(tmp_path: Path) -> None:
+    plan = get("convergence").plan("quick", root=tmp_path)
+    rq1 = get("rq1_overall").plan("quick", root=tmp_path)
+    fed_rq1 = {run_dir_of(tmp_path, rq1, s, 0) for s in rq1.runs if s.tag("regime") == "federated"}
+    assert {run_dir_of(tmp_path, plan, s, 0) for s in plan.runs} == fed_rq1
+    # the same run gets the same configuration from either experiment
+    a = next(s for s in plan.runs if s.tag("method") == "fedscope")
+    b = next(s for s in rq1.runs if s.tag("method") == "fedscope")
+    assert plan.config(a, 0) == rq1.config(b, 0)
+
+
+def test_dry_run_plans_without_writing(tmp_path: Path) -> None:
+    root = tmp_path / "exp"
+    out = cli("experiment", "rq7_robustness", "--quick", "--dry-run", "--root", str(root)).stdout
+    assert not root.exists()
+    assert "partition.n_clients=20" in out and "federation.fraction=0.5" in out
+    assert "shared from rq1_overall" in out
+    rows = dry_run(get("rq7_robustness").plan("quick", root=root), root)
+    assert len(rows) == 5 and {r["state"] for r in rows} == {"new"}
+
+
+def _table_cells(report: str, title: str, label: str) -> list[str]:
+    block = report.split(f"**{title}")[1]
+    line = next(x for x in block.splitlines() if x.startswith(f"| {label}"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+@pytest.mark.slow
+def test_quick_experiment_end_to_end_and_report_from_stored_runs(tmp_path: Path) -> None:
+    root, out = tmp_path / "exp", tmp_path / "report"
+    args = ["experiment", "rq5_standalone", "--quick", "--root", str(root), *TINY]
+    cli(*args)
+    index = json.loads((root / "rq5_standalone" / "quick" / "experiment.json").read_text())
+    assert index["dataset"] == "synthetic" and index["mode"] == "quick"
+    assert index["code_version"] and index["protocol"] and index["seeds"] == [0]
+    assert [r["status"] for r in index["runs"]] == ["done", "done"]
+    assert all(r["wall_s"] > 0 for r in index["runs"])
+    fed_dir = root / "rq1_overall" / "quick" / "fedscope-federated-s0"
+    assert (root / "rq1_overall" / "quick" / "fedscope-local-s0" / "clients" / "0003").is_dir()
+    cfg = json.loads((fed_dir / "config.json").read_text())
+    assert cfg["federation"]["rounds"] == 2 and cfg["partition"]["n_clients"] == 4
+    results = json.loads((fed_dir / "results.json").read_text())
+
+    runs_before = sorted(p.parent for p in root.rglob("config.json"))
+    stamps = {p: (p / "results.json").stat().st_mtime_ns for p in runs_before}
+    cli("report", "--root", str(root), "--out", str(out))
+    assert sorted(p.parent for p in root.rglob("config.json")) == runs_before
+    assert {p: (p / "results.json").stat().st_mtime_ns for p in runs_before} == stamps
+
+    report = (out / "report.md").read_text()
+    assert "synthetic" in report and index["code_version"] in report
+    title = "Test metrics (%), all clients' instances, sampled (999 negatives)"
+    cells = _table_cells(report, title, "FedSCOPE (federated) (n=1)")
+    metrics = results["test"]["sampled"][0]["metrics"]
+    want = [
+        f"{100 * metrics[d][m]:.2f}"
+        for d in ("Books", "Movies")
+        for m in ("HR@10", "NDCG@10", "MRR")
+    ]
+    assert cells[1:] == want
+    floor = results["test"]["sampled"][1]["metrics"]
+    floor_cells = _table_cells(report, title, "popularity (floor)")
+    assert floor_cells[1] == f"{100 * floor['Books']['HR@10']:.2f}"
+    # per-client comparison, computed from the stored checkpoints
+    per_client = json.loads(
+        (root / "rq5_standalone" / "quick" / "derived" / "per-client-s0.json").read_text()
+    )
+    assert len(per_client) == 4 and all(0 <= c["standalone"]["HR@10"] <= 1 for c in per_client)
+    pngs = re.findall(r"\]\((figures/[^)]+\.png)\)", report)
+    assert pngs
+    for rel in pngs:
+        data = (out / rel).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+
+    # Again: every run is reused, nothing is retrained.
+    again = cli(*args).stdout
+    assert again.count("stored, reused") == 2
+    assert {p: (p / "results.json").stat().st_mtime_ns for p in runs_before} == stamps
+    # Other settings on the same root are refused instead of silently mixed.
+    bad = cli(*args, "--set", "train.lr=0.01", check=False)
+    assert bad.returncode != 0 and "train.lr" in bad.stdout + bad.stderr
