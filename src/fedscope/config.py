@@ -106,6 +106,17 @@ class FederationConfig(_Section):
     # DP; with DP, clip_max * (1 + 8 * largest noise multiplier), so noise is (almost surely,
     # 8 sigma) carried intact.
     secagg_clipping_range: float | None = Field(None, gt=0)
+    # Cross-client inter-domain contrast: where a user's domains live on different clients
+    # (partition.scheme=by-domain), the clients find their shared users by PSI when the run is
+    # prepared, and each sampled client sends the representations of those users (keyed by
+    # their position in the pair's intersection, never by identifier) for its partners'
+    # inter-domain term (fedscope.federation.exchange; docs/threat-model.md says who learns
+    # what). Off: the paper's fallback, the term covers only users a client holds in several
+    # domains itself.
+    exchange_representations: bool = False
+    # Std of Gaussian noise added to each unit-norm representation before it leaves a client.
+    # Not part of the DP accountant's guarantee (that covers model updates only).
+    exchange_noise: float = Field(0.0, ge=0)
 
 
 class EvalConfig(_Section):
@@ -204,6 +215,30 @@ class ExperimentConfig(_Section):
                 "differential privacy protects the updates clients send, so it needs "
                 "federation.regime=federated"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _exchange_needs_split_users(self) -> ExperimentConfig:
+        f = self.federation
+        if not f.exchange_representations:
+            return self
+        problems = []
+        if f.regime != "federated":
+            problems.append(f"federation.regime is {f.regime!r}, not 'federated'")
+        if self.partition.scheme != "by-domain":
+            problems.append(
+                f"partition.scheme is {self.partition.scheme!r}: only 'by-domain' splits a "
+                "user's domains across clients (other schemes give every user one client)"
+            )
+        if f.secure_aggregation:
+            problems.append(
+                "federation.secure_aggregation is on: representations would ride outside "
+                "SecAgg+'s masked vector, which this release does not support"
+            )
+        if self.loss.alpha * self.loss.lambda_inter == 0:
+            problems.append("loss.alpha * loss.lambda_inter is 0: the inter-domain term is off")
+        if problems:
+            raise ValueError("federation.exchange_representations needs: " + "; ".join(problems))
         return self
 
 

@@ -38,6 +38,7 @@ from fedscope.data.dataset import CrossDomainDataset, EvalSplit
 from fedscope.data.errors import DataError, Problem
 from fedscope.data.partition import ClientPartition, Partitioning, load_partitioning
 from fedscope.federation.run_dir import CONFIG_FILE
+from fedscope.privacy.alignment import client_alignment_path
 from fedscope.privacy.plan import PLAN_FILE, PrivacyPlan, load_plan
 from fedscope.semantics.schemas import Status
 from fedscope.semantics.store import MANIFEST, SemanticStore, SidePart
@@ -205,6 +206,11 @@ def export_node_bundles(run_dir: Path, overwrite: bool = False) -> list[Path]:
         if plan is not None:
             row = plan.clients[part.client_id]
             (target / PLAN_FILE).write_text(dataclasses.replace(plan, clients=(row,)).to_json())
+        if config.federation.exchange_representations:
+            # positions count partition rows, so the run's file is the node's as it is
+            mine_aligned = client_alignment_path(target, part.client_id)
+            mine_aligned.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(client_alignment_path(run_dir, part.client_id), mine_aligned)
         if semantics is not None:
             _write_node_semantics(target / SEMANTICS_DIR, semantics, mine, part, store_identity)
         node_config = config.model_copy(

@@ -61,7 +61,7 @@ class NodeTask(RecommendationTask):
         if info.privacy:
             # The ledger is the node's own file, in its bundle.
             privatiser = DpPrivatiser(_padded_plan(bundle, info), bundle, config.seed)
-        super().__init__(config, dataset, partitioning, privatiser)
+        super().__init__(config, dataset, partitioning, privatiser, alignment_root=bundle)
         self.bundle = bundle
         self.info = info
 
@@ -78,13 +78,15 @@ class NodeTask(RecommendationTask):
             secagg_clipping_range=self.info.secagg_clipping_range,
         )
 
-    def client_update(self, client_id: int, weights: Weights, server_round: int) -> ClientUpdate:
+    def client_update(
+        self, client_id: int, weights: Weights, server_round: int, inbox: bytes | None = None
+    ) -> ClientUpdate:
         if client_id != self.partition_id:
             raise ValueError(
                 f"{self.bundle}: this node holds partition {self.partition_id}, "
                 f"not {client_id}; check the SuperNode's --node-config partition-id"
             )
-        return super().client_update(client_id, weights, server_round)
+        return super().client_update(client_id, weights, server_round, inbox)
 
     def evaluate(self, weights: Weights, server_round: int) -> dict[str, float]:
         raise RuntimeError("a node does not evaluate the global model; validation is central")

@@ -128,6 +128,11 @@ def prepare_run(config: ExperimentConfig, run_dir: Path) -> Path:
         "client_sizes": partitioning.sizes().tolist(),
     }
     (run_dir / RUN_FILE).write_text(json.dumps(meta, indent=2))
+    if config.federation.exchange_representations:
+        # The clients' PSI runs, once, before training (costs are in alignment.json).
+        from fedscope.privacy.alignment import align_run
+
+        align_run(run_dir)
     return run_dir
 
 

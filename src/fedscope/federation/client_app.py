@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common import Scalar
 
 from fedscope.deployment.audit import install_open_audit_from_env
 from fedscope.federation import wire
 from fedscope.federation.client_mods import client_state, client_update_mods, partition_id
+from fedscope.federation.exchange import INBOX_KEY, OUTBOX_KEY
 from fedscope.federation.task import FederatedTask, load_task
 
 RUN_DIR_KEY = "run-dir"
@@ -84,8 +86,17 @@ def build_client_app(overrides: Mapping[str, RunConfigValue] | None = None) -> C
         client = partition_id(ctx)
         weights, fit_config = wire.read_fitins(msg)
         server_round = int(fit_config["server_round"])
+        inbox = fit_config.get(INBOX_KEY)
+        if inbox is not None and not isinstance(inbox, bytes):
+            raise ClientUpdateError(f"client {client}: the fit config's {INBOX_KEY} is not bytes")
         try:
-            update = task.client_update(client, weights, server_round)
+            # Only exchange-enabled runs pass an inbox: tasks without the exchange need not
+            # accept one.
+            update = (
+                task.client_update(client, weights, server_round)
+                if inbox is None
+                else task.client_update(client, weights, server_round, inbox)
+            )
         except Exception as exc:
             raise ClientUpdateError(
                 f"client {client} failed in round {server_round}: {type(exc).__name__}: {exc}"
@@ -97,7 +108,11 @@ def build_client_app(overrides: Mapping[str, RunConfigValue] | None = None) -> C
         state["last-round"] = server_round
         # Under SecAgg+ only the parameters are masked; metrics would travel in plaintext.
         secagg = wire.runs_secaggplus(msg) or bool(fit_config.get("secagg", False))
-        metrics = {} if secagg else {k: float(v) for k, v in update.metrics.items()}
+        metrics: dict[str, Scalar] = (
+            {} if secagg else {k: float(v) for k, v in update.metrics.items()}
+        )
+        if update.outbox is not None and not secagg:
+            metrics[OUTBOX_KEY] = update.outbox
         return wire.fitres_reply(msg, update.delta, int(update.n_users), metrics)
 
     return app

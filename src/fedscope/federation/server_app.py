@@ -88,6 +88,7 @@ from flwr.supercore.run import Run
 from fedscope.federation import run_dir as layout
 from fedscope.federation import wire
 from fedscope.federation.client_app import RUN_DIR_KEY, WHOAMI, RunConfigValue
+from fedscope.federation.exchange import RepresentationRelay, relay_path
 from fedscope.federation.strategy import RoundRecord, SizeWeightedDeltaStrategy, sample_size
 from fedscope.federation.task import FederatedTask, FederationSettings, Weights, load_task
 
@@ -311,6 +312,8 @@ def _round_loop(
     loop_started = time.perf_counter()
     start = _prepare_start(run_dir, task, options)
     weights, best_value, best_round = start.weights, start.best_value, start.best_round
+    if settings.exchange:
+        strategy.relay = _load_relay(run_dir, start.first_round - 1)
     last_round = settings.rounds
     if options.stop_after_round:
         last_round = min(last_round, options.stop_after_round)
@@ -401,6 +404,9 @@ def _round_loop(
                 "time": time.time(),
             },
         )
+        if strategy.relay is not None:
+            # before the checkpoint: a resume from round r must find round r's mailbox
+            _save_relay(run_dir, rnd, strategy.relay)
         checkpoint = layout.Checkpoint(weights, rnd, best_value, best_round)
         # last before best: see _repair_best_checkpoint
         layout.save_checkpoint(layout.last_checkpoint_path(run_dir), checkpoint)
@@ -414,6 +420,25 @@ def _round_loop(
         "best_round": best_round,
         "best_value": best_value,
     }
+
+
+def _load_relay(run_dir: Path, last_round: int) -> RepresentationRelay:
+    if last_round < 1:
+        return RepresentationRelay()
+    path = relay_path(run_dir, last_round)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the representation mailbox of round {last_round} is missing, so the "
+            "resumed run could not repeat the interrupted one; start a new run directory"
+        )
+    return RepresentationRelay.load(path)
+
+
+def _save_relay(run_dir: Path, rnd: int, relay: RepresentationRelay) -> None:
+    relay.save(relay_path(run_dir, rnd))
+    # Two kept: the checkpoint may still be the previous round's when a kill lands here.
+    stale = relay_path(run_dir, rnd - 2)
+    stale.unlink(missing_ok=True)
 
 
 def _record_lost_nodes(

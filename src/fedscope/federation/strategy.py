@@ -42,6 +42,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
+from fedscope.federation.exchange import INBOX_KEY, OUTBOX_KEY, RepresentationRelay
 from fedscope.federation.task import Weights
 
 
@@ -153,6 +154,8 @@ class SizeWeightedDeltaStrategy(Strategy):
         self.node_of_partition: dict[int, int] = {}
         self.rounds: dict[int, RoundRecord] = {}
         self._round_weights: dict[int, Weights] = {}
+        # Set by the server loop when clients exchange representations (federation.exchange).
+        self.relay: RepresentationRelay | None = None
 
     def __repr__(self) -> str:
         return f"SizeWeightedDeltaStrategy(seed={self.seed}, fraction={self.fraction}, secagg={self.secagg})"
@@ -192,8 +195,15 @@ class SizeWeightedDeltaStrategy(Strategy):
             raise RuntimeError(
                 f"round {server_round}: sampled partitions {missing} have no connected node"
             )
-        fitins = FitIns(parameters, {"server_round": server_round, "secagg": self.secagg})
-        return [(proxies[self.node_of_partition[p]], fitins) for p in chosen]
+        base: dict[str, Scalar] = {"server_round": server_round, "secagg": self.secagg}
+        instructions = []
+        for p in chosen:
+            config = dict(base)
+            inbox = self.relay.inbox_for(p) if self.relay is not None else None
+            if inbox is not None:
+                config[INBOX_KEY] = inbox
+            instructions.append((proxies[self.node_of_partition[p]], FitIns(parameters, config)))
+        return instructions
 
     def aggregate_fit(
         self,
@@ -244,6 +254,12 @@ class SizeWeightedDeltaStrategy(Strategy):
                 for w, d in zip(current, delta, strict=True)
             ]
         record.client_metrics = _mean_metrics([fitres.metrics for _, fitres in results])
+        if self.relay is not None:
+            for proxy, fitres in results:
+                outbox = fitres.metrics.get(OUTBOX_KEY)
+                sender = self.partition_of_node(int(proxy.cid))
+                if isinstance(outbox, bytes) and sender is not None:
+                    self.relay.absorb(sender, outbox)
         record.applied = True
         return ndarrays_to_parameters(new_weights), {}
 

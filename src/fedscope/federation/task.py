@@ -27,6 +27,8 @@ class ClientUpdate:
     n_users: int  # |U_k|: the weight of this client in size-weighted averaging
     # e.g. the train loss; never sent under SecAgg+, where metrics travel in plaintext
     metrics: dict[str, float] = field(default_factory=dict)
+    # Representations for the client's PSI partners (fedscope.federation.exchange), or None.
+    outbox: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class FederationSettings:
     # SecAgg+ clips every encoded entry to +-this range before quantising (2^22 levels); the
     # client refuses updates outside it rather than let them be clipped silently.
     secagg_clipping_range: float = 8.0
+    # Clients exchange representations of PSI-aligned users through the server's relay.
+    exchange: bool = False
 
 
 class FederatedTask(Protocol):
@@ -55,11 +59,14 @@ class FederatedTask(Protocol):
         """Deterministic initial global weights (a function of the configured seed)."""
         ...
 
-    def client_update(self, client_id: int, weights: Weights, server_round: int) -> ClientUpdate:
+    def client_update(
+        self, client_id: int, weights: Weights, server_round: int, inbox: bytes | None = None
+    ) -> ClientUpdate:
         """Local training of client ``client_id`` from the global ``weights``.
 
-        Must be deterministic given (seed, round, client), so a resumed run repeats an
-        uninterrupted one exactly.
+        ``inbox``: what the server relays to this client from its partners when
+        ``settings().exchange`` is on. Must be deterministic given (seed, round, client,
+        inbox), so a resumed run repeats an uninterrupted one exactly.
         """
         ...
 

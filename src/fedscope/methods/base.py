@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from torch import nn
@@ -20,6 +20,9 @@ from torch import nn
 from fedscope.config import ExperimentConfig
 from fedscope.data.dataset import CrossDomainDataset
 from fedscope.evaluation.evaluator import Scorer
+
+if TYPE_CHECKING:
+    from fedscope.federation.exchange import PartnerRepresentations
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class StepContext:
     client_id: int
     epochs: int
     progress: float = 0.0  # where this step sits in the whole schedule: 0 first round, 1 last
+    # PSI partners' representations of this client's shared users (None: no exchange, or
+    # nothing received yet); see fedscope.federation.exchange
+    partners: PartnerRepresentations | None = None
 
 
 def scheduled_lr(config: ExperimentConfig, progress: float) -> float:
@@ -96,6 +102,18 @@ class Method(ABC):
     @abstractmethod
     def scorer(self, model: nn.Module) -> Scorer:
         """Scores for the evaluator (eval mode, no gradients)."""
+
+    def shared_representations(
+        self, model: nn.Module, client_data: object
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(users [U], reps [D, U, dim], present [D, U])``: the client's users (global
+        indices) with their per-domain representations, for
+        ``federation.exchange_representations``. Methods without a cross-domain user
+        representation do not support the exchange."""
+        raise NotImplementedError(
+            f"method {self.name!r} has no per-domain user representation to exchange "
+            "(federation.exchange_representations)"
+        )
 
 
 _METHODS: dict[str, type[Method]] = {}

@@ -52,8 +52,10 @@ class FedCSRStyle(SequentialMethod):
         bank: Tensor | None,
         bank_present: Tensor | None,
         gen: torch.Generator,
+        inter_view: tuple[Tensor, Tensor],
     ) -> tuple[Callable[[int], Tensor], Callable[[], Tensor]]:
         loss = self.config.loss
+        reps, present = inter_view
         views: dict[int, Tensor] = {}
 
         def augmented(d: int, rows: Tensor) -> Tensor:
@@ -77,24 +79,24 @@ class FedCSRStyle(SequentialMethod):
             return info_nce(anchors, view, torch.arange(n), allowed, loss.tau_intra)
 
         def cross_term() -> Tensor:
-            n_domains = last.shape[0]
+            n_domains = reps.shape[0]
             per_domain = []
             for i in range(n_domains):
                 terms = []
                 for j in range(n_domains):
                     if i == j:
                         continue
-                    both = (batch.present[i] & batch.present[j]).nonzero().squeeze(1)
-                    candidates = batch.present[j].nonzero().squeeze(1)
+                    both = (present[i] & present[j]).nonzero().squeeze(1)
+                    candidates = present[j].nonzero().squeeze(1)
                     if both.numel() == 0 or candidates.numel() < 2:
                         continue
                     # position of each anchor's own row among the candidates
-                    slot = torch.full((last.shape[1],), -1, dtype=torch.long)
+                    slot = torch.full((reps.shape[1],), -1, dtype=torch.long)
                     slot[candidates] = torch.arange(candidates.numel())
                     allowed = torch.ones(both.numel(), candidates.numel(), dtype=torch.bool)
                     terms.append(
                         info_nce(
-                            last[i][both], last[j][candidates], slot[both], allowed, loss.tau_inter
+                            reps[i][both], reps[j][candidates], slot[both], allowed, loss.tau_inter
                         )
                     )
                 per_domain.append(torch.stack(terms).mean() if terms else last.sum() * 0.0)

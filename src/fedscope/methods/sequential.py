@@ -18,7 +18,10 @@ IIDCL choices the paper leaves open, and what we do:
   see :func:`fedscope.losses.iidcl.select_intra_pairs`.
 * **Inter-domain.** Positives: the same user's representations in the other
   domains, within the batch; negatives: M other users' representations in
-  those domains, within the batch.
+  those domains, within the batch. With ``federation.exchange_representations``
+  a user's domains held by other clients are filled in from the partners'
+  exchanged representations (:mod:`fedscope.federation.exchange`): fixed
+  vectors, so the gradient reaches only this client's own representations.
 """
 
 from __future__ import annotations
@@ -131,6 +134,7 @@ class SequentialMethod(Method):
         )
         needs_bank = use_intra and self.intra_uses_bank
         bank, bank_present = self._bank(model, ex) if needs_bank else (None, None)
+        partner_reps, partner_present = self._partner_bank(ex, ctx, model)
         model.train()
         sums = {"loss": 0.0, "pred": 0.0, "intra": 0.0, "inter": 0.0}
         n_batches = 0
@@ -142,7 +146,10 @@ class SequentialMethod(Method):
                 )
                 if not bool((batch.target >= 0).any()):
                     continue
-                intra, inter = self._contrastive_terms(model, batch, last, bank, bank_present, gen)
+                inter_view = self._inter_view(last, batch, partner_reps, partner_present)
+                intra, inter = self._contrastive_terms(
+                    model, batch, last, bank, bank_present, gen, inter_view
+                )
                 joint = joint_objective(
                     pred,
                     intra if use_intra else None,
@@ -163,6 +170,44 @@ class SequentialMethod(Method):
                 n_batches += 1
         return {k: v / max(n_batches, 1) for k, v in sums.items()} | {"batches": float(n_batches)}
 
+    def _partner_bank(
+        self, ex: ClientExamples, ctx: StepContext, model: CrossDomainRecommender
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Partners' representations by example row ``[D, U, dim]``, with presence ``[D, U]``
+        (None without any): where several partners hold a user's domain, the last wins."""
+        partners = ctx.partners
+        if partners is None or partners.size == 0:
+            return None, None
+        row_of = {int(u): r for r, u in enumerate(ex.users)}
+        n_domains, dim = partners.reps.shape[0], model.shape.dim
+        if partners.reps.shape[2] != dim or n_domains != len(self.shape.domain_sizes):
+            raise ValueError(
+                f"client {ctx.client_id}: partners' representations have shape "
+                f"{partners.reps.shape}, expected ({len(self.shape.domain_sizes)}, P, {dim})"
+            )
+        reps = torch.zeros(n_domains, ex.n_users, dim)
+        present = torch.zeros(n_domains, ex.n_users, dtype=torch.bool)
+        for p, user in enumerate(partners.users):
+            row = row_of.get(int(user))
+            if row is None:  # a shared user with no training sequence here
+                continue
+            for d in np.nonzero(partners.present[:, p])[0]:
+                reps[d, row] = torch.from_numpy(partners.reps[d, p])
+                present[d, row] = True
+        return reps, present
+
+    @staticmethod
+    def _inter_view(
+        last: Tensor, batch: TrainBatch, partner_reps: Tensor | None, partner_present: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """The batch's representations for the cross-domain term: this client's own where it
+        holds the domain, the partners' (fixed) elsewhere."""
+        if partner_reps is None or partner_present is None:
+            return last, batch.present
+        theirs = partner_present[:, batch.rows] & ~batch.present
+        reps = torch.where(theirs.unsqueeze(2), partner_reps[:, batch.rows], last)
+        return reps, batch.present | theirs
+
     def _contrastive_terms(
         self,
         model: CrossDomainRecommender,
@@ -171,10 +216,12 @@ class SequentialMethod(Method):
         bank: Tensor | None,
         bank_present: Tensor | None,
         gen: torch.Generator,
+        inter_view: tuple[Tensor, Tensor],
     ) -> tuple[Callable[[int], Tensor], Callable[[], Tensor]]:
         """The within-domain term of domain d and the cross-domain term (a ``[D]`` vector) of
         this batch, as callables so that a term weighted 0 is never computed. IIDCL here; a
-        method with other contrastive objectives overrides this."""
+        method with other contrastive objectives overrides this. ``inter_view`` is what the
+        cross-domain term sees (:meth:`_inter_view`)."""
         loss = self.config.loss
         intra_w = DecoupledWeights(loss.intra_align, loss.intra_uniform, loss.tau_intra)
         inter_w = DecoupledWeights(loss.inter_align, loss.inter_uniform, loss.tau_inter)
@@ -183,7 +230,8 @@ class SequentialMethod(Method):
             return self._intra(d, last, batch.rows, batch.present, bank, bank_present, intra_w, gen)
 
         def inter() -> Tensor:
-            return inter_domain_loss(last, batch.present, inter_w, loss.m_negatives, gen)
+            reps, present = inter_view
+            return inter_domain_loss(reps, present, inter_w, loss.m_negatives, gen)
 
         return intra, inter
 
@@ -248,6 +296,15 @@ class SequentialMethod(Method):
             n_negatives=loss.m_negatives,
             generator=gen,
         )
+
+    @torch.no_grad()
+    def shared_representations(
+        self, model: nn.Module, client_data: object
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert isinstance(model, CrossDomainRecommender)
+        assert isinstance(client_data, ClientExamples)
+        reps, present = self._bank(model, client_data)
+        return client_data.users.copy(), reps.numpy(), present.numpy()
 
     # --- scoring -----------------------------------------------------------------------------
     def scorer(self, model: nn.Module) -> SequentialScorer:

@@ -50,7 +50,7 @@ identifier the responder does not hold (see there), so the alignment it returns 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -340,6 +340,7 @@ def align_clients(
     fpr: float = DEFAULT_FPR,
     *,
     structure: Structure = DEFAULT_STRUCTURE,
+    skip_pair: Callable[[int, int], bool] | None = None,
 ) -> AlignmentResult:
     """Pairwise PSI among all clients: each unordered pair once, the lower client id initiates.
 
@@ -355,7 +356,9 @@ def align_clients(
     the n pairs runs at ``fpr / n`` (union bound), which costs about log2(n) extra bits per
     responder identifier in the setup messages.
 
-    Pairs where one client has no users are not run (nothing can be shared).
+    Pairs where one client has no users are not run (nothing can be shared), nor pairs for
+    which ``skip_pair(low, high)`` is true (e.g. two clients of the same single domain, which
+    share no one under a by-domain split).
     """
     fpr = _validate_fpr(fpr)
     clients: dict[int, list[str]] = {}
@@ -368,7 +371,7 @@ def align_clients(
         (low, high)
         for n, low in enumerate(order)
         for high in order[n + 1 :]
-        if clients[low] and clients[high]
+        if clients[low] and clients[high] and not (skip_pair and skip_pair(low, high))
     ]
     fpr_per_pair = fpr / max(len(pairs), 1)
 

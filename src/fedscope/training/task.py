@@ -20,9 +20,11 @@ from fedscope.data.dataset import CrossDomainDataset
 from fedscope.data.partition import Partitioning, load_partitioning
 from fedscope.evaluation import Evaluator
 from fedscope.federation.client_mods import Privatiser
+from fedscope.federation.exchange import pack_outbox, unpack_inbox
 from fedscope.federation.run_dir import CONFIG_FILE
 from fedscope.federation.task import ClientUpdate, FederationSettings, Weights
 from fedscope.methods import DataShape, Method, StepContext, method_class
+from fedscope.privacy.alignment import ClientAlignment, load_client_alignment
 from fedscope.privacy.client import DpPrivatiser
 from fedscope.privacy.plan import load_plan
 from fedscope.semantics.store import SemanticFeatures, SemanticStore
@@ -102,6 +104,7 @@ class RecommendationTask:
         dataset: CrossDomainDataset,
         partitioning: Partitioning,
         privatiser: Privatiser | None = None,
+        alignment_root: Path | None = None,
     ):
         self.config = config
         # The client mods' DP hook (fedscope.federation.client_mods.Privatiser); None: no DP.
@@ -124,6 +127,9 @@ class RecommendationTask:
             )
         self._clients: dict[int, object] = {}
         self._evaluator: Evaluator | None = None
+        # where alignment/client-<k>.json lives (the run directory, or a node's bundle)
+        self.alignment_root = alignment_root
+        self._alignments: dict[int, ClientAlignment] = {}
 
     @staticmethod
     def from_run_dir(run_dir: Path) -> RecommendationTask:
@@ -134,7 +140,11 @@ class RecommendationTask:
         if config.privacy.enabled:
             privatiser = DpPrivatiser(load_plan(run_dir), run_dir, config.seed)
         return RecommendationTask(
-            config, dataset, load_partitioning(run_dir / PARTITION_FILE), privatiser
+            config,
+            dataset,
+            load_partitioning(run_dir / PARTITION_FILE),
+            privatiser,
+            alignment_root=run_dir,
         )
 
     # --- FederatedTask ---------------------------------------------------------------------
@@ -150,6 +160,7 @@ class RecommendationTask:
             size_bound=int(sizes.max()),
             secagg=self.config.federation.secure_aggregation,
             secagg_clipping_range=self._secagg_range(),
+            exchange=self.config.federation.exchange_representations,
         )
 
     def _secagg_range(self) -> float:
@@ -211,7 +222,39 @@ class RecommendationTask:
             )
         return self._clients[client_id]
 
-    def client_update(self, client_id: int, weights: Weights, server_round: int) -> ClientUpdate:
+    def client_alignment(self, client_id: int) -> ClientAlignment:
+        """Client ``client_id``'s PSI partners and shared users (read once)."""
+        if client_id not in self._alignments:
+            if self.alignment_root is None:
+                raise ValueError(
+                    "federation.exchange_representations needs the task built from a run "
+                    "directory or node bundle holding the PSI alignment"
+                )
+            n_users = int(self.partitioning.clients[client_id].users.shape[0])
+            self._alignments[client_id] = load_client_alignment(
+                self.alignment_root, client_id, n_users
+            )
+        return self._alignments[client_id]
+
+    def client_update(
+        self, client_id: int, weights: Weights, server_round: int, inbox: bytes | None = None
+    ) -> ClientUpdate:
+        exchange = self.config.federation.exchange_representations
+        if inbox is not None and not exchange:
+            raise ValueError(
+                f"client {client_id}: received partners' representations, but this run has "
+                "federation.exchange_representations off"
+            )
+        partners = None
+        part_users = self.partitioning.clients[client_id].users
+        if exchange:
+            partners = unpack_inbox(
+                inbox,
+                self.client_alignment(client_id),
+                part_users,
+                self.dataset.n_domains,
+                client_id,
+            )
         self.load_shared_weights(weights)
         ctx = StepContext(
             seed=derived_seed(self.config.seed, server_round, client_id),
@@ -219,6 +262,7 @@ class RecommendationTask:
             client_id=client_id,
             epochs=self.config.train.local_epochs,
             progress=(server_round - 1) / max(schedule_length(self.config) - 1, 1),
+            partners=partners,
         )
         data = self.client_data(client_id)  # built once per process and client
         started = time.perf_counter()
@@ -226,8 +270,27 @@ class RecommendationTask:
         # model computation only: what the speed benchmark compares the round time against
         stats["compute_s"] = time.perf_counter() - started
         delta = [new - old for new, old in zip(self.shared_weights(), weights, strict=True)]
-        n_users = int(self.partitioning.clients[client_id].users.shape[0])
-        return ClientUpdate(delta=delta, n_users=n_users, metrics=stats)
+        n_users = int(part_users.shape[0])
+        outbox = self._outbox(client_id, data, server_round) if exchange else None
+        return ClientUpdate(delta=delta, n_users=n_users, metrics=stats, outbox=outbox)
+
+    def _outbox(self, client_id: int, data: object, server_round: int) -> bytes | None:
+        alignment = self.client_alignment(client_id)
+        if not alignment:
+            return None
+        users, reps, present = self.method.shared_representations(self.model, data)
+        part_users = self.partitioning.clients[client_id].users
+        # by partition row; users without a training sequence stay absent
+        by_row = np.zeros((reps.shape[0], part_users.shape[0], reps.shape[2]), dtype=np.float32)
+        present_by_row = np.zeros((reps.shape[0], part_users.shape[0]), dtype=bool)
+        row_of = {int(u): r for r, u in enumerate(part_users)}
+        rows = np.array([row_of[int(u)] for u in users], dtype=np.int64)
+        by_row[:, rows] = reps
+        present_by_row[:, rows] = present
+        rng = np.random.default_rng([self.config.seed, server_round, client_id, 0xE8C4])
+        return pack_outbox(
+            alignment, by_row, present_by_row, self.config.federation.exchange_noise, rng
+        )
 
     def validation_evaluator(self) -> Evaluator:
         if self._evaluator is None:

@@ -1,0 +1,55 @@
+"""Copy the light files of finished runs into the repository, so tables outlive the machine.
+
+Run directories (checkpoints included) live under ignored folders such as bench/runs/ and are
+lost with the machine that trained them. This keeps what the tables and convergence plots
+are made from: ``config.json``, ``run.json``, ``results.json`` and ``metrics.jsonl`` (plus
+``privacy_report.json`` and ``alignment.json`` where present); checkpoints are left out.
+
+    python bench/archive_runs.py bench/runs/fk-v2 bench/results/runs/fk-v2
+
+``bench/compare_methods.py --report-only --root bench/results/runs/fk-v2`` then prints the
+table from the archive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+LIGHT_FILES = (
+    "config.json",
+    "run.json",
+    "results.json",
+    "metrics.jsonl",
+    "privacy_report.json",
+    "alignment.json",
+)
+
+
+def archive(source: Path, target: Path) -> list[str]:
+    """Copy every finished run (one with results.json) directly under ``source``."""
+    copied = []
+    for run in sorted(p for p in source.iterdir() if (p / "results.json").is_file()):
+        dest = target / run.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in LIGHT_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, dest / name)
+        copied.append(run.name)
+    return copied
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("source", type=Path, help="a folder of run directories")
+    ap.add_argument("target", type=Path, help="where the light copies go")
+    args = ap.parse_args()
+    if not args.source.is_dir():
+        raise SystemExit(f"{args.source}: not a folder of run directories")
+    copied = archive(args.source, args.target)
+    print(f"archived {len(copied)} finished runs into {args.target}: {', '.join(copied)}")
+
+
+if __name__ == "__main__":
+    main()
