@@ -475,3 +475,57 @@ def test_a_halted_secagg_round_can_be_skipped_when_configured(tmp_path: Path) ->
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
     not_skipped = reference_run({"secagg": True, "rounds": 2}, rounds=2)
     assert not np.allclose(_last_weights(run_dir)[0], not_skipped.weights[0], atol=1e-2)
+
+
+@pytest.mark.slow
+def test_diverging_clients_fail_the_run_by_default(tmp_path: Path) -> None:
+    run_dir = make_run_dir(tmp_path, rounds=4, diverge_from_round=3)
+    with pytest.raises(FederationError, match="round 3 did not aggregate") as raised:
+        _run(run_dir)
+    assert "training diverged" in str(raised.value)
+    assert layout.read_status(run_dir)["state"] == "failed"
+
+
+@pytest.mark.slow
+def test_on_divergence_stop_keeps_the_best_round_before_it(tmp_path: Path) -> None:
+    # Validated every 2 rounds; round 5 diverges, and round 4, the last good model, has
+    # already been validated, so nothing more is validated at the stop.
+    config = {"rounds": 8, "eval_every": 2, "diverge_from_round": 5, "on_divergence": "stop"}
+    run_dir = make_run_dir(tmp_path / "a", **config)
+    result = _run(run_dir)
+    assert result.stopped is not None and result.stopped["round"] == 5
+    assert result.last_round == 4 and "training diverged" in result.stopped["error"]
+    assert [r["round"] for r in layout.read_metrics(run_dir)] == [1, 2, 3, 4]
+    reference = reference_run(config, rounds=4)
+    for got, want in zip(_last_weights(run_dir), reference.weights, strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    best = layout.load_checkpoint(layout.best_checkpoint_path(run_dir))
+    assert best.round == max((2, 4), key=lambda r: reference.validation[r]["MRR"])
+    status = layout.read_status(run_dir)
+    assert status["state"] == "done" and status["stopped"]["round"] == 5
+    stops = [e for e in layout.read_events(run_dir) if e["event"] == "training_stopped"]
+    assert len(stops) == 1 and stops[0]["validation"] is None  # round 4 was validated
+
+    # Round 4 diverges after round 3, which was not validated: it is validated at the stop
+    # and, the toy fit still improving, selected with its weights.
+    config = {**config, "diverge_from_round": 4}
+    run_dir = make_run_dir(tmp_path / "b", **config)
+    result = _run(run_dir)
+    assert result.stopped["round"] == 4 and result.last_round == 3
+    reference = reference_run(config, rounds=3)
+    assert result.stopped["validation"]["MRR"] == pytest.approx(
+        reference.validation[3]["MRR"], rel=1e-12
+    )
+    best = layout.load_checkpoint(layout.best_checkpoint_path(run_dir))
+    want_best = max((2, 3), key=lambda r: reference.validation[r]["MRR"])
+    assert best.round == want_best == result.best_round == 3
+    for got, want in zip(best.weights, reference.weights, strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_on_divergence_stop_in_the_first_round_has_nothing_to_select(tmp_path: Path) -> None:
+    run_dir = make_run_dir(tmp_path, diverge_from_round=1, on_divergence="stop")
+    with pytest.raises(FederationError, match="before any round was validated"):
+        _run(run_dir)
+    assert layout.read_status(run_dir)["state"] == "failed"

@@ -178,3 +178,21 @@ def test_no_item_table_keeps_the_table_public_frozen_and_off_the_wire(tmp_path):
     other = RecommendationTask.from_run_dir(lean_dir)
     assert torch.equal(other.model.items.weight, before)
     np.testing.assert_array_equal(before.numpy(), table)  # same seed, same initial table
+
+
+def test_a_diverged_step_or_model_is_a_divergence_error_naming_where(tmp_path):
+    from fedscope.federation.task import DivergenceError, is_divergence_report
+    from fedscope.training.task import RecommendationTask
+
+    sets = [*SMALL, "partition.n_clients=2", "federation.rounds=3"]
+    task = RecommendationTask.from_run_dir(runner.prepare_run(load_config(None, sets), tmp_path))
+    weights = task.initial_weights()
+    assert task.client_update(1, weights, server_round=2).delta  # finite weights: no error
+    broken = [w.copy() for w in weights]
+    broken[0].flat[0] = np.nan
+    with pytest.raises(DivergenceError) as raised:
+        task.client_update(1, broken, server_round=2)
+    assert "client 1, round 2" in str(raised.value) and is_divergence_report(str(raised.value))
+    with pytest.raises(DivergenceError, match="global model after round 3") as raised:
+        task.evaluate([np.full_like(w, np.inf) for w in weights], 3)
+    assert is_divergence_report(str(raised.value))

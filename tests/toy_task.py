@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedscope.federation.run_dir import config_path, write_task_spec
-from fedscope.federation.task import ClientUpdate, FederationSettings, Weights
+from fedscope.federation.task import (
+    ClientUpdate,
+    FederationSettings,
+    Weights,
+    check_finite_update,
+)
 
 if TYPE_CHECKING:
     from flwr.app import Context
@@ -42,6 +47,10 @@ DEFAULTS: dict[str, Any] = {
     # spent will); their delta is still the real one, so only the weight keeps it out.
     "zero_weight_clients": [],
     "privatiser_scale": 0.0,  # > 0: the task exposes a privatiser hook (see ToyTask)
+    # From this round on the clients' learning rate is 1e300: their gradient steps overflow
+    # to inf and NaN, a real divergence, checked as the recommender task checks it.
+    "diverge_from_round": 0,
+    "on_divergence": "fail",
 }
 
 
@@ -110,6 +119,7 @@ class ToyTask:
             selection_metric="MRR",
             size_bound=c["size_bound"],
             secagg=c["secagg"],
+            on_divergence=c["on_divergence"],
         )
 
     def initial_weights(self) -> Weights:
@@ -123,13 +133,18 @@ class ToyTask:
         data = self.clients[client_id]
         w, b = weights[0].copy(), weights[1].copy()
         loss0 = _mse(data, w, b)
-        for _ in range(self.config["local_steps"]):
-            residual = data.x @ w + b[0] - data.y
-            w -= self.config["lr"] * data.x.T @ residual / len(data.y)
-            b -= self.config["lr"] * np.array([residual.mean()])
+        diverging = 0 < self.config["diverge_from_round"] <= server_round
+        lr = 1e300 if diverging else self.config["lr"]
+        with np.errstate(over="ignore", invalid="ignore"):
+            for _ in range(self.config["local_steps"]):
+                residual = data.x @ w + b[0] - data.y
+                w -= lr * data.x.T @ residual / len(data.y)
+                b -= lr * np.array([residual.mean()])
+        delta = [w - weights[0], b - weights[1]]
+        check_finite_update(delta, f"toy client {client_id}, round {server_round}")
         weightless = client_id in self.config["zero_weight_clients"]
         return ClientUpdate(
-            delta=[w - weights[0], b - weights[1]],
+            delta=delta,
             n_users=0 if weightless else len(data.y),
             metrics={"loss": loss0},
         )

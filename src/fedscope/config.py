@@ -117,6 +117,12 @@ class FederationConfig(_Section):
     # Std of Gaussian noise added to each unit-norm representation before it leaves a client.
     # Not part of the DP accountant's guarantee (that covers model updates only).
     exchange_noise: float = Field(0.0, ge=0)
+    # What a federated round does when its clients' local steps produce non-finite weights
+    # (or the global model's validation scores are non-finite). "fail": the run fails.
+    # "stop": training ends there, and the run is evaluated at its best validated round and
+    # marked as stopped in results.json: how a privacy-utility sweep records a budget whose
+    # noise destroys the model instead of losing the point.
+    on_divergence: Literal["fail", "stop"] = "fail"
 
 
 class EvalConfig(_Section):

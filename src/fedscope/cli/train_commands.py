@@ -70,6 +70,13 @@ def _print_results(results: dict[str, Any], run_dir: Path | None = None) -> None
     )
     if "selected_round" in results:
         console.print(f"selected on validation: round {results['selected_round']}")
+    if results.get("stopped"):
+        stop = results["stopped"]
+        console.print(
+            f"[bold yellow]training stopped in round {stop['round']}[/]: {stop['reason']} "
+            f"(federation.on_divergence=stop); {stop['error']}",
+            highlight=False,
+        )
     for mode in ("sampled", "full"):
         console.print(rich_table(runner.results_as_eval(results, "test", mode)))
     console.print(f"[dim]protocol: {meta['protocol_note']}[/]", highlight=False)

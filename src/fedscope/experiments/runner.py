@@ -307,6 +307,11 @@ def finalise(run_dir: Path) -> dict[str, Any]:
     if task.config.federation.regime != "local":
         ck = layout.load_checkpoint(layout.best_checkpoint_path(run_dir))
         out["selected_round"] = ck.round
+    status = layout.read_status(run_dir) if task.config.federation.regime == "federated" else None
+    if status and status.get("stopped"):
+        # federation.on_divergence=stop ended training early; the selection above is among
+        # the rounds before it
+        out["stopped"] = status["stopped"]
     splits: tuple[Literal["valid", "test"], ...] = ("valid", "test")
     modes: tuple[Mode, ...] = ("sampled", "full")
     for split in splits:

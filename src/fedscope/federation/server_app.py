@@ -90,7 +90,15 @@ from fedscope.federation import wire
 from fedscope.federation.client_app import RUN_DIR_KEY, WHOAMI, RunConfigValue
 from fedscope.federation.exchange import RepresentationRelay, relay_path
 from fedscope.federation.strategy import RoundRecord, SizeWeightedDeltaStrategy, sample_size
-from fedscope.federation.task import FederatedTask, FederationSettings, Weights, load_task
+from fedscope.federation.task import (
+    DIVERGED,
+    DivergenceError,
+    FederatedTask,
+    FederationSettings,
+    Weights,
+    is_divergence_report,
+    load_task,
+)
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its tracebacks
 MAX_ERROR_CHARS = 4000  # per client error kept in events.jsonl (Ray adds long tracebacks)
@@ -208,6 +216,8 @@ def check_settings(settings: FederationSettings) -> None:
         problems.append(f"eval_every must be >= 1, got {settings.eval_every}")
     if settings.size_bound < 1:
         problems.append(f"size_bound must be >= 1, got {settings.size_bound}")
+    if settings.on_divergence not in ("fail", "stop"):
+        problems.append(f"on_divergence must be 'fail' or 'stop', got {settings.on_divergence!r}")
     sizes_valid = settings.n_clients >= 1 and 0 < settings.fraction <= 1
     if settings.secagg and sizes_valid and sample_size(settings.n_clients, settings.fraction) < 2:
         problems.append("SecAgg+ needs at least 2 clients per round (n_clients >= 2)")
@@ -333,6 +343,7 @@ def _round_loop(
     )
     observed = ReplyErrorLog(grid, options.round_timeout_s)
     skipped: list[int] = []
+    stopped: dict[str, Any] | None = None
     for rnd in range(start.first_round, last_round + 1):
         round_started = time.perf_counter()
         round_config[Key.CURRENT_ROUND] = rnd
@@ -341,6 +352,18 @@ def _round_loop(
         fit_s = time.perf_counter() - round_started
         record = strategy.rounds.get(rnd) or RoundRecord(sampled=[])
         lost = _record_lost_nodes(rnd, strategy, observed, run_dir)
+        if not record.applied and settings.on_divergence == "stop":
+            errors = [reason for _, reason in observed.errors] or record.failures
+            if errors and all(is_divergence_report(e) for e in errors):
+                stopped = _stop_diverged(rnd, errors, weights, task, settings, run_dir)
+                value = stopped["validation_value"]
+                if value is not None and (best_value is None or value > best_value):
+                    best_value, best_round = value, rnd - 1
+                    layout.save_checkpoint(
+                        layout.best_checkpoint_path(run_dir),
+                        layout.Checkpoint(weights, rnd - 1, best_value, best_round),
+                    )
+                break
         if not record.applied:
             _report_failed_round(rnd, record, observed, strategy, settings, options)
             skipped.append(rnd)
@@ -362,7 +385,15 @@ def _round_loop(
         improved = False
         if rnd % settings.eval_every == 0 or rnd == settings.rounds:
             eval_started = time.perf_counter()
-            validation = {k: float(v) for k, v in task.evaluate(weights, rnd).items()}
+            try:
+                validation = {k: float(v) for k, v in task.evaluate(weights, rnd).items()}
+            except DivergenceError as exc:
+                if settings.on_divergence != "stop":
+                    raise
+                stopped = _stop_record(
+                    run_dir, rnd, "the global model's validation scores are non-finite", str(exc)
+                )
+                break
             eval_s = time.perf_counter() - eval_started
             if settings.selection_metric not in validation:
                 raise KeyError(
@@ -412,9 +443,17 @@ def _round_loop(
         layout.save_checkpoint(layout.last_checkpoint_path(run_dir), checkpoint)
         if improved:
             layout.save_checkpoint(layout.best_checkpoint_path(run_dir), checkpoint)
+    if stopped is not None and best_round is None:
+        raise RoundFailedError(
+            f"training stopped in round {stopped['round']} ({stopped['reason']}) before any "
+            "round was validated, so there is no model to select: validate more often "
+            f"(eval.every) or make training stable (error: {stopped['error']}; all errors in "
+            f"{layout.events_path(run_dir)})"
+        )
     return {
+        "stopped": stopped,
         "first_round": start.first_round,
-        "last_round": last_round,
+        "last_round": last_round if stopped is None else stopped["last_completed_round"],
         "rounds_total": settings.rounds,
         "skipped_rounds": skipped,
         "best_round": best_round,
@@ -517,6 +556,49 @@ class LostNodeStrategy(SizeWeightedDeltaStrategy):
         view = _WithAbsentNodes(client_manager, absent)
         instructions = super().configure_fit(server_round, parameters, view)  # type: ignore[arg-type]
         return [(proxy, ins) for proxy, ins in instructions if int(proxy.cid) not in absent]
+
+
+def _stop_diverged(
+    rnd: int,
+    errors: list[str],
+    weights: Weights,
+    task: FederatedTask,
+    settings: FederationSettings,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Round ``rnd``: every sampled client's local step diverged, and training stops. The
+    last good model (after round ``rnd - 1``) is validated now unless its round already was,
+    so that a run stopped between validations can still select it."""
+    prev = rnd - 1
+    validation: dict[str, float] | None = None
+    if prev >= 1 and prev % settings.eval_every != 0:
+        try:
+            validation = {k: float(v) for k, v in task.evaluate(weights, prev).items()}
+        except DivergenceError as exc:
+            layout.append_event(run_dir, "validation_non_finite", round=prev, error=str(exc))
+    value = None if validation is None else validation[settings.selection_metric]
+    first = _first_line_with(errors, DIVERGED) or errors[0]
+    return _stop_record(
+        run_dir,
+        rnd,
+        "every failed client's local step diverged",
+        first,
+        validation=validation,
+        validation_value=value if value is not None and math.isfinite(value) else None,
+    )
+
+
+def _stop_record(run_dir: Path, rnd: int, reason: str, error: str, **fields: Any) -> dict[str, Any]:
+    stopped = {
+        "round": rnd,
+        "last_completed_round": rnd - 1,
+        "reason": reason,
+        "error": error.strip()[:MAX_ERROR_CHARS],
+        "validation": None,
+        "validation_value": None,
+    } | fields
+    layout.append_event(run_dir, "training_stopped", action="stop", **stopped)
+    return stopped
 
 
 def _report_failed_round(

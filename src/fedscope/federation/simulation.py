@@ -52,6 +52,8 @@ class SimulationResult:
     best_value: float | None
     wall_s: float  # whole call, Ray start and shutdown included
     server_s: float  # the ServerApp, from its start to its last checkpoint
+    # federation.on_divergence=stop ended training early: round, reason, error (else None)
+    stopped: dict[str, Any] | None = None
 
 
 def backend_config(max_parallel: int, quiet: bool) -> dict[str, Any]:
@@ -168,6 +170,7 @@ def run_simulation(
         best_value=status.get("best_value"),
         wall_s=wall_s,
         server_s=float(status.get("server_s", float("nan"))),
+        stopped=status.get("stopped"),
     )
 
 

@@ -21,6 +21,33 @@ import numpy as np
 Weights = list[np.ndarray]
 
 
+# Error replies cross Ray and gRPC as text, so the server recognises a diverged client by
+# this phrase in the reply, not by the exception's type.
+DIVERGED = "training diverged"
+
+
+class DivergenceError(ValueError):
+    """Training produced non-finite weights or scores. A task's ``client_update`` raises it
+    for a non-finite local update (and DP clipping refuses to privatise one), its
+    ``evaluate`` for a global model whose validation scores are non-finite; the server
+    then stops or fails the run as ``FederationSettings.on_divergence`` says."""
+
+
+def check_finite_update(delta: Weights, what: str) -> None:
+    """Raise :class:`DivergenceError` naming ``what`` when any entry is NaN or infinite."""
+    bad = [i for i, d in enumerate(delta) if not np.isfinite(d).all()]
+    if bad:
+        total = sum(int((~np.isfinite(delta[i])).sum()) for i in bad)
+        raise DivergenceError(
+            f"{what}: {DIVERGED}: the local update has {total} non-finite values in "
+            f"{len(bad)} of {len(delta)} weight arrays (first: array {bad[0]})"
+        )
+
+
+def is_divergence_report(error: str) -> bool:
+    return DIVERGED in error
+
+
 @dataclass(frozen=True)
 class ClientUpdate:
     delta: Weights  # w_k^{t+1} - w^t, same shapes as the global weights
@@ -48,6 +75,9 @@ class FederationSettings:
     secagg_clipping_range: float = 8.0
     # Clients exchange representations of PSI-aligned users through the server's relay.
     exchange: bool = False
+    # "fail": a round whose clients' local steps diverged fails the run; "stop": training
+    # ends there and the run keeps its best validated round (config federation.on_divergence).
+    on_divergence: str = "fail"
 
 
 class FederatedTask(Protocol):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedscope.federation.task import DIVERGED, DivergenceError
 from fedscope.privacy.budget import PrivacySettingsError
 
 # Rounding when the clipped float64 values are cast back (float32, float16) can put the norm a
@@ -43,9 +44,9 @@ def clip_update(update: Sequence[np.ndarray], threshold: float) -> tuple[list[np
     require_floating_update(arrays)
     norm = update_norm(arrays)
     if not math.isfinite(norm):
-        raise ValueError(
-            f"update has a non-finite L2 norm ({norm}): the local step diverged; "
-            "refusing to clip and privatise it"
+        raise DivergenceError(
+            f"{DIVERGED}: the update has a non-finite L2 norm ({norm}); refusing to clip "
+            "and privatise it"
         )
     if norm <= limit:
         return [a.copy() for a in arrays], norm

@@ -18,11 +18,18 @@ from fedscope.config import ExperimentConfig
 from fedscope.data import load_dataset
 from fedscope.data.dataset import CrossDomainDataset
 from fedscope.data.partition import Partitioning, load_partitioning
-from fedscope.evaluation import Evaluator
+from fedscope.evaluation import Evaluator, NonFiniteScoreError
 from fedscope.federation.client_mods import Privatiser
 from fedscope.federation.exchange import pack_outbox, unpack_inbox
 from fedscope.federation.run_dir import CONFIG_FILE
-from fedscope.federation.task import ClientUpdate, FederationSettings, Weights
+from fedscope.federation.task import (
+    DIVERGED,
+    ClientUpdate,
+    DivergenceError,
+    FederationSettings,
+    Weights,
+    check_finite_update,
+)
 from fedscope.methods import DataShape, Method, StepContext, method_class
 from fedscope.privacy.alignment import ClientAlignment, load_client_alignment
 from fedscope.privacy.client import DpPrivatiser
@@ -161,6 +168,7 @@ class RecommendationTask:
             secagg=self.config.federation.secure_aggregation,
             secagg_clipping_range=self._secagg_range(),
             exchange=self.config.federation.exchange_representations,
+            on_divergence=self.config.federation.on_divergence,
         )
 
     def _secagg_range(self) -> float:
@@ -270,6 +278,7 @@ class RecommendationTask:
         # model computation only: what the speed benchmark compares the round time against
         stats["compute_s"] = time.perf_counter() - started
         delta = [new - old for new, old in zip(self.shared_weights(), weights, strict=True)]
+        check_finite_update(delta, f"client {client_id}, round {server_round}")
         n_users = int(part_users.shape[0])
         outbox = self._outbox(client_id, data, server_round) if exchange else None
         return ClientUpdate(delta=delta, n_users=n_users, metrics=stats, outbox=outbox)
@@ -307,7 +316,12 @@ class RecommendationTask:
 
     def evaluate(self, weights: Weights, server_round: int) -> dict[str, float]:
         self.load_shared_weights(weights)
-        result = self.validation_evaluator().evaluate(self.method.scorer(self.model))
+        try:
+            result = self.validation_evaluator().evaluate(self.method.scorer(self.model))
+        except NonFiniteScoreError as exc:
+            raise DivergenceError(
+                f"global model after round {server_round}: {DIVERGED}: {exc}"
+            ) from exc
         return validation_metrics(result.metrics)
 
 

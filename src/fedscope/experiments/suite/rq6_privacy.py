@@ -58,6 +58,7 @@ CONTROLLED_KEYS = (
     "privacy.clip_gamma",
     "privacy.allocation",
     "privacy.calibration",
+    "federation.on_divergence",
 )
 CALIBRATION_NOTE = {
     "accountant": (
@@ -96,6 +97,7 @@ CSV_COLUMNS = (
     "clients_over_budget",
     "clients_suspended",
     "rounds_done",
+    "stopped_round",
     "selected_round",
     "domain",
     "hr10_sampled",
@@ -138,6 +140,9 @@ class Point:
             f"privacy.beta={self.beta!r}",
             f"privacy.allocation={allocation}",
             f"privacy.calibration={calibration}",
+            # A budget whose noise destroys the model is a point of the curve (stopped at
+            # the round it diverged, selected among the rounds before), not a crash.
+            "federation.on_divergence=stop",
         ]
         if self.fixed_clipping:
             sets.append("privacy.clip_gamma=null")
@@ -208,7 +213,9 @@ def pick_domain(results: dict[str, Any], wanted: str | None) -> str:
 def result_fields(results: dict[str, Any], domain: str) -> dict[str, Any]:
     sampled = results["test"]["sampled"][0]["metrics"]
     full = results["test"]["full"][0]["metrics"]
+    stopped = results.get("stopped")
     out: dict[str, Any] = {
+        "stopped_round": None if stopped is None else stopped["round"],
         "selected_round": results.get("selected_round"),
         "domain": domain,
         "hr10_sampled": sampled[domain]["HR@10"],
@@ -374,10 +381,18 @@ def table_cells(
                 _pct([x["hr10_full"] for x in done]),
                 _pct([x["overall_hr10_sampled"] for x in done]),
                 str(len(done)),
-                ", ".join(sorted({x["status"] for x in runs})),
+                _status(runs),
             ]
         body.append(cells)
     return head, body
+
+
+def _status(runs: list[dict[str, Any]]) -> str:
+    text = ", ".join(sorted({x["status"] for x in runs}))
+    stops = sorted({x["stopped_round"] for x in runs if x.get("stopped_round") is not None})
+    if stops:
+        text += f"; diverged, stopped in round {', '.join(str(r) for r in stops)}"
+    return text
 
 
 def plot(
