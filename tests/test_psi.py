@@ -48,11 +48,16 @@ def test_intersect_equals_exact_intersection_at_default_fpr(n_a, n_b, n_shared):
 
 
 @pytest.mark.parametrize("structure", list(STRUCTURES))
-def test_every_structure_gives_the_exact_intersection(structure):
+def test_every_structure_finds_the_whole_intersection(structure):
     a, b = _two_sets(400, 300, 120, seed=7)
     shared, transcript = intersect(a, b, structure=structure)
-    assert set(shared) == set(a) & set(b)
     assert transcript.structure == structure
+    if structure == "bloom_filter":
+        # openmined-psi 2.0.6's Bloom filter exceeds its fpr (about 1 run in 70 here returns
+        # one identifier outside B; module docstring): no misses, but maybe an extra.
+        assert set(shared) >= set(a) & set(b) and len(shared) <= len(set(a) & set(b)) + 2
+    else:
+        assert set(shared) == set(a) & set(b)
 
 
 def test_empty_sets_intersect_to_nothing():
