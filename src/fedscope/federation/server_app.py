@@ -357,7 +357,7 @@ def _round_loop(
             if errors and all(is_divergence_report(e) for e in errors):
                 stopped = _stop_diverged(rnd, errors, weights, task, settings, run_dir)
                 value = stopped["validation_value"]
-                if value is not None and (best_value is None or value > best_value):
+                if _improves(value, best_value):
                     best_value, best_round = value, rnd - 1
                     layout.save_checkpoint(
                         layout.best_checkpoint_path(run_dir),
@@ -386,7 +386,7 @@ def _round_loop(
         if rnd % settings.eval_every == 0 or rnd == settings.rounds:
             eval_started = time.perf_counter()
             try:
-                validation = {k: float(v) for k, v in task.evaluate(weights, rnd).items()}
+                validation = _validate(task, weights, rnd, settings)
             except DivergenceError as exc:
                 if settings.on_divergence != "stop":
                     raise
@@ -395,13 +395,8 @@ def _round_loop(
                 )
                 break
             eval_s = time.perf_counter() - eval_started
-            if settings.selection_metric not in validation:
-                raise KeyError(
-                    f"task.evaluate returned no {settings.selection_metric!r} (the selection "
-                    f"metric); it returned {sorted(validation)}"
-                )
             value = validation[settings.selection_metric]
-            if math.isfinite(value) and (best_value is None or value > best_value):
+            if _improves(value, best_value):
                 best_value, best_round, improved = value, rnd, True
 
         layout.append_jsonl(
@@ -558,6 +553,23 @@ class LostNodeStrategy(SizeWeightedDeltaStrategy):
         return [(proxy, ins) for proxy, ins in instructions if int(proxy.cid) not in absent]
 
 
+def _validate(
+    task: FederatedTask, weights: Weights, rnd: int, settings: FederationSettings
+) -> dict[str, float]:
+    validation = {k: float(v) for k, v in task.evaluate(weights, rnd).items()}
+    if settings.selection_metric not in validation:
+        raise KeyError(
+            f"task.evaluate returned no {settings.selection_metric!r} (the selection "
+            f"metric); it returned {sorted(validation)}"
+        )
+    return validation
+
+
+def _improves(value: float | None, best_value: float | None) -> bool:
+    """A finite validation value above the best so far selects its round."""
+    return value is not None and math.isfinite(value) and (best_value is None or value > best_value)
+
+
 def _stop_diverged(
     rnd: int,
     errors: list[str],
@@ -573,7 +585,7 @@ def _stop_diverged(
     validation: dict[str, float] | None = None
     if prev >= 1 and prev % settings.eval_every != 0:
         try:
-            validation = {k: float(v) for k, v in task.evaluate(weights, prev).items()}
+            validation = _validate(task, weights, prev, settings)
         except DivergenceError as exc:
             layout.append_event(run_dir, "validation_non_finite", round=prev, error=str(exc))
     value = None if validation is None else validation[settings.selection_metric]
