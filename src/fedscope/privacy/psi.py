@@ -44,7 +44,7 @@ responder identifier), so 1e-9 costs 5.6 bytes per responder identifier at |A| =
 against 35 bytes per initiator identifier for request and response each. At 1e-9 one
 expects a single false positive in a billion runs. That holds for GCS and raw in our tests,
 but **not for openmined-psi 2.0.6's Bloom filter**: with |A| = 400, |B| = 300 and fpr 1e-9 it
-returned one identifier outside B in 5 of 350 runs (the keys are fresh each run), so
+returned an identifier outside B in 4 of 300 runs (`bench/psi_false_positives.py`), so
 :func:`intersect` with ``structure="bloom_filter"`` can return a superset of the true
 intersection. GCS is the default. :func:`align_clients` splits its ``fpr`` over all pairs
 and also drops any identifier the responder does not hold (see there), so the alignment it
