@@ -46,6 +46,7 @@ from fedscope.deployment import certs as tls
 from fedscope.deployment.audit import AUDIT_ENV
 from fedscope.deployment.bundle import NODES_DIR, node_dir, read_node_info
 from fedscope.federation import run_dir as layout
+from fedscope.processes import process_table
 
 DEPLOY_DIR = "deploy"
 PROCESSES_FILE = "processes.json"
@@ -241,9 +242,9 @@ class ProcessGroup:
     def has_descendant(self, name: str, needle: str) -> bool:
         """Whether a live process under child ``name`` has ``needle`` in its command line."""
         self._scan()
-        table = _process_table()
+        table = process_table()
         for (pid, start), (_, owner) in list(self.descendants.items()):
-            alive = pid in table and table[pid][1] == start
+            alive = pid in table and table[pid].start == start
             if owner == name and alive and needle in _cmdline(pid):
                 return True
         return False
@@ -282,10 +283,10 @@ class ProcessGroup:
             self._stop.wait(self._interval)
 
     def _scan(self) -> None:
-        table = _process_table()
+        table = process_table()
         children_of: dict[int, list[int]] = {}
-        for pid, (ppid, _, _, _) in table.items():
-            children_of.setdefault(ppid, []).append(pid)
+        for pid, entry in table.items():
+            children_of.setdefault(entry.ppid, []).append(pid)
         # Flower's detached helpers name their parent on the command line instead.
         adopted: dict[int, list[int]] = {}
         for pid in table:
@@ -301,9 +302,9 @@ class ProcessGroup:
                     pid = stack.pop()
                     if pid not in table:
                         continue
-                    key = (pid, table[pid][1])
+                    key = (pid, table[pid].start)
                     if key not in self.descendants:
-                        self.descendants[key] = (table[pid][2], owner)
+                        self.descendants[key] = (table[pid].name, owner)
                         found = True
                     stack.extend(children_of.get(pid, []))
                     stack.extend(adopted.get(pid, []))
@@ -311,39 +312,23 @@ class ProcessGroup:
             self._write_record()
 
     def _pids_of(self, name: str) -> list[int]:
-        table = _process_table()
+        table = process_table()
         return [
             pid
             for (pid, start), (_, owner) in list(self.descendants.items())
-            if owner == name and pid in table and table[pid][1] == start
+            if owner == name and pid in table and table[pid].start == start
         ]
 
     def _alive_children(self) -> list[Child]:
         return [c for c in self.children.values() if c.alive()]
 
     def _alive_descendants(self) -> list[int]:
-        table = _process_table()
+        table = process_table()
         return [
             pid
             for (pid, start) in list(self.descendants)
-            if pid in table and table[pid][1] == start and table[pid][3] != "Z"
+            if pid in table and table[pid].start == start and table[pid].state != "Z"
         ]
-
-
-def _process_table() -> dict[int, tuple[int, int, str, str]]:
-    """pid -> (parent pid, start time in clock ticks, name, state) from /proc."""
-    table: dict[int, tuple[int, int, str, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited while we looked
-        name = stat[stat.find("(") + 1 : stat.rfind(")")]
-        fields = stat[stat.rfind(")") + 2 :].split()
-        table[int(entry.name)] = (int(fields[1]), int(fields[19]), name, fields[0])
-    return table
 
 
 def _cmdline(pid: int) -> str:

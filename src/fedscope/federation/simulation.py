@@ -22,6 +22,7 @@ from typing import Any
 from fedscope.federation import run_dir as layout
 from fedscope.federation.client_app import RUN_DIR_KEY, TORCH_THREADS_KEY, RunConfigValue
 from fedscope.federation.task import load_task
+from fedscope.processes import process_table
 
 # No update checks, telemetry or usage reporting: runs must not talk to the internet.
 # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: Ray 2.55 "resolves" _node_ip_address=127.0.0.1 to
@@ -247,24 +248,24 @@ class DescendantWatch:
             self._stop.wait(self.interval_s)
 
     def _record(self) -> None:
-        table = _process_table()
+        table = process_table()
         children: dict[int, list[int]] = {}
-        for pid, (ppid, _, _) in table.items():
-            children.setdefault(ppid, []).append(pid)
+        for pid, entry in table.items():
+            children.setdefault(entry.ppid, []).append(pid)
         stack = list(children.get(os.getpid(), []))
         while stack:
             pid = stack.pop()
-            _, start, name = table[pid]
+            _, start, name, _ = table[pid]
             if (pid, start) not in self._before:
                 self.seen[(pid, start)] = name
             stack.extend(children.get(pid, []))
 
     def alive(self) -> list[str]:
-        table = _process_table()
+        table = process_table()
         return [
             f"{name} (pid {pid})"
             for (pid, start), name in self.seen.items()
-            if pid in table and table[pid][1] == start
+            if pid in table and table[pid].start == start
         ]
 
     def wait_gone(self, timeout_s: float) -> list[str]:
@@ -272,23 +273,3 @@ class DescendantWatch:
         while (alive := self.alive()) and time.monotonic() < deadline:
             time.sleep(0.1)
         return alive
-
-
-def _process_table() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, start time in clock ticks, name) from /proc; {} elsewhere."""
-    table: dict[int, tuple[int, int, str]] = {}
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return table
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited while we looked
-        # "pid (name) state ppid ... starttime(22nd field)"; the name may hold spaces
-        name = stat[stat.find("(") + 1 : stat.rfind(")")]
-        fields = stat[stat.rfind(")") + 2 :].split()
-        table[int(entry.name)] = (int(fields[1]), int(fields[19]), name)
-    return table
