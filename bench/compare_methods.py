@@ -11,6 +11,7 @@ Every run is selected on validation; test is evaluated once.
 
     python bench/compare_methods.py --data food-kitchen --seeds 0 1 2 --root bench/runs/fk \
         [--config configs/food-kitchen.toml] [--set key=value ...] [--only fedscope sasrec]
+        [--report-only [--subset "history<=5"]]
 
 Runs are independent processes' worth of work; run several copies with --only to split them.
 """
@@ -59,6 +60,10 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--only", nargs="*", help="labels' methods to run (e.g. fedscope sasrec)")
     ap.add_argument("--report-only", action="store_true", help="tabulate finished runs only")
+    ap.add_argument(
+        "--subset",
+        help='tabulate the evaluator\'s "<domain>|<subset>" groups, e.g. "history<=5" (cold start)',
+    )
     args = ap.parse_args()
     print("$ python " + " ".join(sys.argv), flush=True)
     grid, missing = registered_grid()
@@ -90,11 +95,14 @@ def main() -> None:
     print(
         f"\ndata {meta['dataset']} · protocol {meta['protocol']} · test split · "
         f"config {args.config} · overrides {args.sets}"
+        + ("" if args.subset is None else f" · test instances in subset {args.subset!r}")
     )
     for mode in ("sampled", "full"):
         print(
             "\n"
-            + metric_table(mode, rows, mode, domains_of(finished[0].results), METRICS).markdown()
+            + metric_table(
+                mode, rows, mode, domains_of(finished[0].results), METRICS, subset=args.subset
+            ).markdown()
         )
 
 
