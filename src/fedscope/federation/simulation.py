@@ -255,9 +255,9 @@ class DescendantWatch:
         stack = list(children.get(os.getpid(), []))
         while stack:
             pid = stack.pop()
-            _, start, name, _ = table[pid]
-            if (pid, start) not in self._before:
-                self.seen[(pid, start)] = name
+            key = (pid, table[pid].start)
+            if key not in self._before:
+                self.seen[key] = table[pid].name
             stack.extend(children.get(pid, []))
 
     def alive(self) -> list[str]:
