@@ -91,6 +91,14 @@ def main() -> None:
     if not finished:
         print("no finished runs")
         return
+    if args.subset is not None:
+        counts = finished[0].results["test"]["sampled"][0]["counts"]
+        known = sorted({g.split("|", 1)[1] for g in counts if "|" in g})
+        if args.subset not in known:
+            sys.exit(
+                f"--subset {args.subset!r}: {finished[0].run_dir / runner.RESULTS_FILE} has no "
+                f"such group; its subsets are {known}"
+            )
     meta = finished[0].results["run"]
     print(
         f"\ndata {meta['dataset']} · protocol {meta['protocol']} · test split · "
