@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from fedscope.cli.errors import run_reporting_errors
 from fedscope.config import load_config
 from fedscope.data import load_dataset
 from fedscope.evaluation import Evaluator
@@ -46,4 +47,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_errors(main)

@@ -23,6 +23,7 @@ import json
 import sys
 from pathlib import Path
 
+from fedscope.cli.errors import run_reporting_errors
 from fedscope.config import load_config
 from fedscope.experiments import runner
 from fedscope.experiments.suite.base import RunSpec, StoredRun, domains_of, metric_table
@@ -115,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_errors(main)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from fedscope.cli.errors import run_reporting_errors
 from fedscope.config import load_config
 from fedscope.deployment.local import DeployOptions, FaultPlan, deploy_local, pid_alive
 from fedscope.experiments import runner
@@ -196,4 +197,4 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_errors(main)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from fedscope.cli.errors import run_reporting_errors
 from fedscope.config import load_config
 from fedscope.experiments import runner
 from fedscope.federation import run_dir as layout
@@ -109,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_errors(main)

@@ -26,6 +26,7 @@ import statistics
 import time
 from pathlib import Path
 
+from fedscope.cli.errors import run_reporting_errors
 from fedscope.privacy import (
     allocate_budgets,
     epsilon_after,
@@ -199,4 +200,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_errors(main)

@@ -56,6 +56,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fedscope.cli.errors import run_reporting_errors
 from fedscope.config import ExperimentConfig, load_config
 from fedscope.experiments import runner
 from fedscope.experiments.suite import execute
@@ -300,4 +301,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_errors(main)

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import private_set_intersection.python as psi
 
+from fedscope.cli.errors import run_reporting_errors
 from fedscope.privacy.psi import DEFAULT_FPR, STRUCTURES, align_clients, intersect
 
 
@@ -228,4 +229,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_reporting_errors(main))

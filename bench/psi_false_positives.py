@@ -16,6 +16,7 @@ import random
 import time
 from pathlib import Path
 
+from fedscope.cli.errors import run_reporting_errors
 from fedscope.privacy.psi import DEFAULT_FPR, STRUCTURES, intersect
 
 
@@ -63,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_errors(main)

@@ -43,6 +43,7 @@ from flwr.common import FitIns, ndarrays_to_parameters
 from flwr.common.serde import recorddict_to_proto
 from flwr.compat.common.recorddict_compat import fitins_to_recorddict
 
+from fedscope.cli.errors import run_reporting_errors
 from fedscope.config import load_config
 from fedscope.experiments import runner
 from fedscope.federation import run_dir as layout
@@ -265,4 +266,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_errors(main)

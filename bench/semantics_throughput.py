@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from fedscope.cli.errors import run_reporting_errors
 from fedscope.data import load_dataset
 from fedscope.semantics.augment import Augmenter, Catalogue, client_view
 from fedscope.semantics.cache import SemanticCache
@@ -205,4 +206,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_errors(main)

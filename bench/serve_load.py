@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from fedscope.cli.errors import run_reporting_errors
 from fedscope.data import load_dataset
 from fedscope.experiments import runner
 
@@ -282,4 +283,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_errors(main)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedscope.cli.errors import run_reporting_errors
 from fedscope.config import load_config
 from fedscope.data import load_dataset
 from fedscope.experiments import runner
@@ -170,4 +171,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_reporting_errors(main)

@@ -37,6 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from fedscope.cli.errors import run_reporting_errors
 from fedscope.data.dataset import CrossDomainDataset
 from fedscope.data.registry import load_dataset
 from fedscope.evaluation import (
@@ -374,4 +375,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_reporting_errors(main))

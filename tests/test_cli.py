@@ -78,3 +78,29 @@ def test_floors_json(data_root, tmp_path):
     )
     assert by[("popularity", "sampled")]["metrics"]["Food"]["HR@10"] > 0.10
     assert all(r["protocol"] == "c2dsr-derived-loo" for r in results)
+
+
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("compare_methods.py", ["--data", "food-kitchen", "--root", "{tmp}/runs", "--seeds", "0"]),
+        ("privacy_utility.py", ["--root", "{tmp}/rq6", "--eps", "4", "--only-plan"]),
+    ],
+)
+def test_bench_scripts_report_a_missing_data_root_in_one_line(tmp_path, script, args):
+    env = dict(os.environ)
+    env.pop("FEDSCOPE_DATA_DIR", None)
+    env.pop("FEDSCOPE_DEBUG", None)
+    repo = Path(__file__).resolve().parents[1]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    p = subprocess.run(
+        [sys.executable, str(repo / "bench" / script), *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    assert "needs a data root" in p.stderr and "FEDSCOPE_DATA_DIR" in p.stderr

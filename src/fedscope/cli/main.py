@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +10,8 @@ import typer
 from rich.console import Console
 
 from fedscope import __version__
-from fedscope.data.errors import DataError, DatasetNotFoundError
+from fedscope.cli.errors import err_console as err_console  # re-exported to the commands
+from fedscope.cli.errors import run_reporting_errors
 
 app = typer.Typer(
     name="fedscope",
@@ -25,7 +24,6 @@ data_app = typer.Typer(help="Inspect and check data sets.", no_args_is_help=True
 app.add_typer(data_app, name="data")
 
 console = Console()
-err_console = Console(stderr=True)
 
 DataDir = Annotated[
     Path | None,
@@ -87,15 +85,4 @@ def main() -> None:
 
     Set FEDSCOPE_DEBUG=1 to get the traceback instead.
     """
-    if os.environ.get("FEDSCOPE_DEBUG"):
-        app()
-        return
-    try:
-        app()
-    except (DataError, DatasetNotFoundError, FileExistsError, FileNotFoundError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
-    except (KeyError, ValueError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
-        sys.exit(2)
+    run_reporting_errors(app)
