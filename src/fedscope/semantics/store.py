@@ -84,11 +84,15 @@ class SemanticFeatures:
 
 
 def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
+    # Compressed: a client's user part is n_users rows of which only its own ~1/K hold
+    # features, and about half the item rows of a partly titled catalogue are N/A zeros.
+    # Dense, a K=50 Food-Kitchen store took 1.3 GB; np.load reads both kinds, so stores
+    # written uncompressed before stay readable.
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
     os.close(fd)
     try:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez_compressed(fh, **arrays)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
