@@ -196,3 +196,70 @@ def test_a_diverged_step_or_model_is_a_divergence_error_naming_where(tmp_path):
     with pytest.raises(DivergenceError, match="global model after round 3") as raised:
         task.evaluate([np.full_like(w, np.inf) for w in weights], 3)
     assert is_divergence_report(str(raised.value))
+
+
+def _long_tailed_examples(n_users: int = 300, seed: int = 0) -> ClientExamples:
+    """Users of 2–6 items with a few of 40: random batches are mostly padding."""
+    rng = np.random.default_rng(seed)
+    lengths = np.where(rng.random(n_users) < 0.05, 40, rng.integers(2, 7, n_users))
+    seqs = [rng.integers(0, 50, n) for n in lengths]
+    return ClientExamples.build(
+        list(range(n_users)), seqs, lambda x: (np.asarray(x) >= 20).astype(np.int64), 2, 50
+    )
+
+
+def test_length_buckets_cover_every_user_once_with_far_less_padding():
+    ex = _long_tailed_examples()
+
+    def cells(batches):
+        rows = [b.rows.numpy() for b in batches]
+        widths = [b.mixed.shape[0] * b.mixed.shape[1] for b in batches]
+        return np.concatenate(rows), sum(widths), rows
+
+    random_rows, random_cells, _ = cells(list(ex.batches(32, np.random.default_rng(1))))
+    sorted_rows, sorted_cells, per_batch = cells(
+        list(ex.batches(32, np.random.default_rng(1), by_length=True))
+    )
+    assert sorted(sorted_rows.tolist()) == sorted(random_rows.tolist()) == list(range(300))
+    assert sorted_cells < random_cells / 2
+    lengths = (ex.target >= 0).sum(axis=1)
+    spans = [(lengths[r].min(), lengths[r].max()) for r in per_batch]
+    # batches hold contiguous length ranges, and their order is shuffled
+    assert all(a[1] <= b[0] or b[1] <= a[0] for a in spans for b in spans if a is not b)
+    assert [s[0] for s in spans] != sorted(s[0] for s in spans)
+    # another epoch's rng gives another order of the same batches' contents
+    again = list(ex.batches(32, np.random.default_rng(2), by_length=True))
+    assert [b.rows.tolist() for b in again] != [r.tolist() for r in per_batch]
+
+
+def test_length_buckets_weigh_every_target_as_random_batches_do():
+    ex = _long_tailed_examples()
+    expected = torch.from_numpy(ex.mean_targets_per_batch(32, 2))
+    total = np.array([(ex.target_domain == d).sum() for d in range(2)])
+    n_batches = -(-300 // 32)
+    np.testing.assert_allclose(expected.numpy(), total / n_batches)
+    # a loss of 1 per target: the reweighted batch means, summed over an epoch, count each
+    # target 1/expected[d] times, whatever the batch composition
+    from fedscope.methods.sequential import _reweight_by_targets
+
+    summed = torch.zeros(2, dtype=torch.float64)
+    for batch in ex.batches(32, np.random.default_rng(0), by_length=True):
+        ones = [torch.tensor(1.0, dtype=torch.float64) for _ in range(2)]
+        summed += torch.stack(_reweight_by_targets(ones, batch.target_domain, expected))
+    np.testing.assert_allclose(summed.numpy(), total / expected.numpy())
+    np.testing.assert_allclose(summed.numpy(), [n_batches, n_batches])
+
+
+def test_client_step_with_length_buckets_is_deterministic_and_learns():
+    ds = load_dataset("synthetic", n_users=300, n_items=120)
+    cfg = load_config(
+        None,
+        ["method=fedscope", "train.lr=0.005", "train.batch_size=64", "train.length_buckets=true"],
+    )
+    m = method_class("fedscope")(cfg, DataShape.of(ds))
+    ex = m.prepare_client(ds, np.arange(ds.n_users), (0, 1))
+    a, b = m.build_model(1), m.build_model(1)
+    sa = m.client_step(a, ex, StepContext(7, 1, 0, 1))
+    assert sa == m.client_step(b, ex, StepContext(7, 1, 0, 1))
+    later = [m.client_step(a, ex, StepContext(s, s, 0, 1))["pred"] for s in range(2, 7)]
+    assert later[-1] < sa["pred"]

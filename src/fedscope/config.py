@@ -86,6 +86,12 @@ class TrainConfig(_Section):
     lr_schedule: Literal["constant", "cosine"] = "constant"
     lr_min_ratio: float = Field(0.1, ge=0, le=1)
     batch_size: int = Field(256, ge=1)  # paper: 256
+    # Cut each client's batches from its users sorted by sequence length (batch order still
+    # shuffled), so batches carry little padding; each domain's prediction loss is reweighted
+    # by the batch's share of that domain's targets, so every target weighs what it does in
+    # random batches. For long-tailed data (the titled Food-Kitchen); off: the paper's random
+    # batches.
+    length_buckets: bool = False
     local_epochs: int = Field(1, ge=1)  # paper: E = 1
     threads: int = Field(0, ge=0)  # torch threads per client process (0: torch default)
 

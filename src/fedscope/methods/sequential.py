@@ -138,12 +138,22 @@ class SequentialMethod(Method):
         model.train()
         sums = {"loss": 0.0, "pred": 0.0, "intra": 0.0, "inter": 0.0}
         n_batches = 0
+        bucketed = cfg.train.length_buckets
+        expected = (
+            torch.from_numpy(
+                ex.mean_targets_per_batch(cfg.train.batch_size, len(self.shape.domain_sizes))
+            )
+            if bucketed
+            else None
+        )
         for _ in range(ctx.epochs):
-            for batch in ex.batches(cfg.train.batch_size, rng):
+            for batch in ex.batches(cfg.train.batch_size, rng, by_length=bucketed):
                 states, last = model.forward_train(batch)
                 pred = self._prediction_losses(
                     model, batch.target, batch.target_domain, states, gen
                 )
+                if expected is not None:
+                    pred = _reweight_by_targets(pred, batch.target_domain, expected)
                 if not bool((batch.target >= 0).any()):
                     continue
                 inter_view = self._inter_view(last, batch, partner_reps, partner_present)
@@ -337,3 +347,22 @@ class SequentialScorer:
         if d not in self._item_cache:
             self._item_cache[d] = model.domain_item_vectors(d)
         return (users @ self._item_cache[d].T).numpy()
+
+
+def _reweight_by_targets(
+    losses: list[Tensor], target_domain: Tensor, expected: Tensor
+) -> list[Tensor]:
+    """Domain d's mean loss times (its targets in this batch / in a random batch on average).
+
+    A per-batch mean gives each target 1/(targets in its batch) of weight; in random batches
+    that is about 1/expected[d] for everyone, but a batch of short sequences holds few
+    targets, so length-sorted batches would weigh short users' targets up. This puts every
+    target back at 1/expected[d].
+    """
+    out = []
+    for d, loss in enumerate(losses):
+        if float(expected[d]) > 0:
+            n = (target_domain == d).sum().to(loss.dtype)
+            loss = loss * (n / expected[d].to(loss.dtype))
+        out.append(loss)
+    return out
