@@ -125,13 +125,11 @@ class ClientExamples:
             lengths = (self.target[rows] >= 0).sum(axis=1)
             ties = rng.random(rows.shape[0]) if rng is not None else np.arange(rows.shape[0])
             rows = rows[np.lexsort((ties, lengths))]
-            starts = np.arange(0, rows.shape[0], batch_size)
-            if rng is not None:
-                starts = rng.permutation(starts)
-        else:
-            if rng is not None:
-                rows = rng.permutation(rows)
-            starts = np.arange(0, rows.shape[0], batch_size)
+        elif rng is not None:
+            rows = rng.permutation(rows)
+        starts = np.arange(0, rows.shape[0], batch_size)
+        if by_length and rng is not None:
+            starts = rng.permutation(starts)
         for start in starts:
             yield self.batch(rows[start : start + batch_size])
 
