@@ -52,12 +52,20 @@ def test_every_structure_finds_the_whole_intersection(structure):
     a, b = _two_sets(400, 300, 120, seed=7)
     shared, transcript = intersect(a, b, structure=structure)
     assert transcript.structure == structure
+    _assert_finds(shared, set(a) & set(b), structure)
+
+
+def _assert_finds(found: list[str], expected: set[str], structure: str) -> None:
+    """Exact for GCS and raw; for the Bloom filter no miss and at most two extras.
+
+    openmined-psi 2.0.6's Bloom filter exceeds its fpr (about 1 run in 75 returns one
+    identifier outside the responder's set; module docstring, bench/psi_false_positives.py),
+    and its keys are fresh every run, so no seed makes the test deterministic.
+    """
     if structure == "bloom_filter":
-        # openmined-psi 2.0.6's Bloom filter exceeds its fpr (about 1 run in 75 here returns
-        # one identifier outside B; module docstring): no misses, but maybe an extra.
-        assert set(shared) >= set(a) & set(b) and len(shared) <= len(set(a) & set(b)) + 2
+        assert set(found) >= expected and len(found) <= len(expected) + 2
     else:
-        assert set(shared) == set(a) & set(b)
+        assert set(found) == expected and len(found) == len(expected)
 
 
 def test_empty_sets_intersect_to_nothing():
@@ -75,7 +83,7 @@ def test_messages_carry_no_identifier_in_plaintext(structure):
     responder = PsiResponder(shared + secret_b, structure=structure)
     request = initiator.create_request()
     setup, response = responder.respond(request)
-    assert initiator.intersection_ids(setup, response) == shared
+    _assert_finds(initiator.intersection_ids(setup, response), set(shared), structure)
 
     # The search is able to find an identifier when it is there.
     plain = "\n".join(secret_a).encode()
