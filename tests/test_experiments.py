@@ -140,6 +140,12 @@ def test_quick_experiment_end_to_end_and_report_from_stored_runs(tmp_path: Path)
         (root / "rq5_standalone" / "quick" / "derived" / "per-client-s0.json").read_text()
     )
     assert len(per_client) == 4 and all(0 <= c["standalone"]["HR@10"] <= 1 for c in per_client)
+    # Every test instance belongs to one client, so the clients' floors, weighted by their
+    # instances, add up to the floor of the whole table, and likewise the federated model.
+    n = sum(c["instances"] for c in per_client)
+    for side, source in (("popularity", floor), ("federated", metrics)):
+        pooled = sum(c[side]["HR@10"] * c["instances"] for c in per_client) / n
+        assert pooled == pytest.approx(source["overall"]["HR@10"], abs=1e-9)
     pngs = re.findall(r"\]\((figures/[^)]+\.png)\)", report)
     assert pngs
     for rel in pngs:
