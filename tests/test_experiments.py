@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from fedscope.experiments.suite import available, get
-from fedscope.experiments.suite.execute import dry_run, run_dir_of
+from fedscope.experiments.suite.execute import (
+    StoredRunMismatchError,
+    dry_run,
+    execute,
+    run_dir_of,
+)
 from fedscope.experiments.suite.rq1_overall import GRID
 from fedscope.methods import available_methods
 
@@ -91,6 +96,29 @@ def test_dry_run_plans_without_writing(tmp_path: Path) -> None:
     assert "shared from rq1_overall" in out
     rows = dry_run(get("rq7_robustness").plan("quick", root=root), root)
     assert len(rows) == 5 and {r["state"] for r in rows} == {"new"}
+
+
+def test_a_stored_run_with_other_settings_is_refused_before_anything_trains(
+    tmp_path: Path,
+) -> None:
+    from fedscope.experiments import runner
+
+    root = tmp_path / "exp"
+    exp = get("convergence")
+    plan = exp.plan("quick", sets=TINY[1::2], root=root)
+    last = plan.runs[-1]  # visited last: a check at the run itself would come after the others
+    other = plan.config(last, 0).model_copy(deep=True)
+    other.train.lr = other.train.lr * 2
+    runner.prepare_run(other, run_dir_of(root, plan, last, 0))
+
+    rows = dry_run(plan, root)
+    assert [r["state"] for r in rows] == ["new"] * (len(rows) - 1) + ["other settings"]
+    assert rows[-1]["differences"] == [
+        f"train.lr: run has {other.train.lr!r}, wanted {plan.config(last, 0).train.lr!r}"
+    ]
+    with pytest.raises(StoredRunMismatchError, match=r"train\.lr: run has"):
+        execute(exp, plan, root, echo=lambda _: None)
+    assert [r["state"] for r in dry_run(plan, root)][:-1] == ["new"] * (len(rows) - 1)
 
 
 def _table_cells(report: str, title: str, label: str) -> list[str]:

@@ -87,7 +87,10 @@ def experiment(
     console.print(f"[bold]{exp.name}[/] · {exp.paper} · mode {mode} · root {root}", highlight=False)
     if dry_run:
         rows = plan_rows(plan, root)
-        console.print(f"{len(rows)} runs (state: new, interrupted = resumed, stored = reused):")
+        console.print(
+            f"{len(rows)} runs (state: new, interrupted = resumed, stored = reused, "
+            "other settings = refused until moved or deleted):"
+        )
         for row in rows:
             shared = f" (shared from {row['shared_from']})" if row["shared_from"] != name else ""
             console.print(
@@ -97,6 +100,8 @@ def experiment(
                 highlight=False,
                 soft_wrap=True,
             )
+            for difference in row["differences"]:
+                console.print(f"      {difference}", markup=False, highlight=False, soft_wrap=True)
         console.print(
             "every run: "
             + (f"--config {plan.config_file} " if plan.config_file else "")

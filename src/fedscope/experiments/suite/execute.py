@@ -53,20 +53,46 @@ def _differences(want: Any, have: Any, prefix: str = "") -> list[str]:
     return [] if want == have else [f"{prefix[:-1]}: run has {have!r}, wanted {want!r}"]
 
 
-def check_same_config(run_dir: Path, wanted: ExperimentConfig) -> None:
-    """A reused run must be the run that is asked for: a root shared between plans with
-    different overrides would otherwise mix settings silently."""
+def config_differences(run_dir: Path, wanted: ExperimentConfig) -> list[str]:
+    """How the run stored in ``run_dir`` differs from ``wanted`` (empty: the same run)."""
     have = runner.read_config(run_dir).model_dump()
     want = wanted.model_dump()
     have.pop("output_dir", None)
     want.pop("output_dir", None)
-    diff = _differences(want, have)
+    return _differences(want, have)
+
+
+def check_same_config(run_dir: Path, wanted: ExperimentConfig) -> None:
+    """A reused run must be the run that is asked for: a root shared between plans with
+    different overrides would otherwise mix settings silently."""
+    diff = config_differences(run_dir, wanted)
     if diff:
         raise StoredRunMismatchError(
             f"{run_dir}: holds a run with other settings than asked for:\n  "
             + "\n  ".join(diff)
             + "\nuse another --root, or delete that run directory"
         )
+
+
+def _planned(plan: Plan, root: Path) -> list[tuple[RunSpec, int, Path]]:
+    """(spec, seed, run directory) in the order the plan visits them: seed-major."""
+    return [
+        (spec, seed, run_dir_of(root, plan, spec, seed))
+        for seed in plan.seeds()
+        for spec in plan.runs
+        if seed in spec.seeds
+    ]
+
+
+def check_stored_runs(plan: Plan, root: Path) -> None:
+    """Every stored or interrupted run of the plan holds the settings asked for.
+
+    Checked before anything trains: a mismatch found only when the loop reaches that run
+    would come after hours spent on the runs before it.
+    """
+    for spec, seed, run_dir in _planned(plan, root):
+        if run_state(run_dir) != "new":
+            check_same_config(run_dir, plan.config(spec, seed))
 
 
 def run_state(run_dir: Path) -> str:
@@ -147,21 +173,20 @@ def _index_head(exp: Experiment, plan: Plan) -> dict[str, Any]:
 def dry_run(plan: Plan, root: Path) -> list[dict[str, Any]]:
     """Every (run, seed) of the plan with its overrides and whether it is already stored."""
     rows = []
-    for seed in plan.seeds():
-        for spec in plan.runs:
-            if seed not in spec.seeds:
-                continue
-            run_dir = run_dir_of(root, plan, spec, seed)
-            rows.append(
-                {
-                    "label": spec.label,
-                    "run_dir": str(run_dir),
-                    "seed": seed,
-                    "state": run_state(run_dir),
-                    "overrides": [*spec.overrides, *plan.extra_sets],
-                    "shared_from": spec.owner,
-                }
-            )
+    for spec, seed, run_dir in _planned(plan, root):
+        state = run_state(run_dir)
+        differences = [] if state == "new" else config_differences(run_dir, plan.config(spec, seed))
+        rows.append(
+            {
+                "label": spec.label,
+                "run_dir": str(run_dir),
+                "seed": seed,
+                "state": "other settings" if differences else state,
+                "differences": differences,
+                "overrides": [*spec.overrides, *plan.extra_sets],
+                "shared_from": spec.owner,
+            }
+        )
     return rows
 
 
@@ -180,43 +205,40 @@ def execute(exp: Experiment, plan: Plan, root: Path, echo: Echo = print) -> dict
         echo(f"note: {note}")
     for item in plan.missing:
         echo(f"missing: {item}")
+    check_stored_runs(plan, root)
     exp.prepare(plan, root, echo)
     t_start = time.perf_counter()
-    for seed in plan.seeds():
-        for spec in plan.runs:
-            if seed not in spec.seeds:
-                continue
-            run_dir = run_dir_of(root, plan, spec, seed)
-            shown = str(run_dir.relative_to(root))
-            cfg = plan.config(spec, seed)
-            entry: dict[str, Any] = _spec_json(spec) | {
-                "seed": seed,
-                "run_dir": shown,
-                "config": f"{shown}/{runner.CONFIG_FILE}",
+    for spec, seed, run_dir in _planned(plan, root):
+        shown = str(run_dir.relative_to(root))
+        cfg = plan.config(spec, seed)
+        entry: dict[str, Any] = _spec_json(spec) | {
+            "seed": seed,
+            "run_dir": shown,
+            "config": f"{shown}/{runner.CONFIG_FILE}",
+        }
+        try:
+            results, seconds = run_or_reuse(run_dir, cfg)
+        except PrivacySettingsError as exc:
+            entry |= {"status": "infeasible", "note": str(exc), "wall_s": None}
+            echo(f"  {shown}: infeasible: {exc}")
+        else:
+            reused = seconds is None
+            entry |= {
+                "status": "done",
+                "reused": reused,
+                "wall_s": walls.get(shown) if reused else round(seconds, 1),
             }
-            try:
-                results, seconds = run_or_reuse(run_dir, cfg)
-            except PrivacySettingsError as exc:
-                entry |= {"status": "infeasible", "note": str(exc), "wall_s": None}
-                echo(f"  {shown}: infeasible: {exc}")
-            else:
-                reused = seconds is None
-                entry |= {
-                    "status": "done",
-                    "reused": reused,
-                    "wall_s": walls.get(shown) if reused else round(seconds, 1),
-                }
-                meta = results["run"]
-                index.setdefault("dataset", meta["dataset"])
-                index.setdefault("dataset_fingerprint", meta["dataset_fingerprint"])
-                index.setdefault("protocol", meta["protocol"])
-                index.setdefault("protocol_note", meta["protocol_note"])
-                how = "stored, reused" if reused else f"trained in {seconds:.0f}s"
-                echo(f"  {shown}: {spec.label}: {how}")
-            index["runs"].append(entry)
-            index["wall_s_this_call"] = round(time.perf_counter() - t_start, 1)
-            index["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
-            index_path.write_text(json.dumps(index, indent=2))
+            meta = results["run"]
+            index.setdefault("dataset", meta["dataset"])
+            index.setdefault("dataset_fingerprint", meta["dataset_fingerprint"])
+            index.setdefault("protocol", meta["protocol"])
+            index.setdefault("protocol_note", meta["protocol_note"])
+            how = "stored, reused" if reused else f"trained in {seconds:.0f}s"
+            echo(f"  {shown}: {spec.label}: {how}")
+        index["runs"].append(entry)
+        index["wall_s_this_call"] = round(time.perf_counter() - t_start, 1)
+        index["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
+        index_path.write_text(json.dumps(index, indent=2))
     index_path.write_text(json.dumps(index, indent=2))
     return index
 
