@@ -121,6 +121,17 @@ def test_a_stored_run_with_other_settings_is_refused_before_anything_trains(
     assert [r["state"] for r in dry_run(plan, root)][:-1] == ["new"] * (len(rows) - 1)
 
 
+def test_table_cells_format_metrics_as_percent_and_rounds_as_rounds() -> None:
+    from fedscope.experiments.suite.base import fmt_mean_std, fmt_rounds
+
+    assert fmt_mean_std([0.1234]) == "12.34"
+    assert fmt_mean_std([0.10, 0.12, None]) == "11.00 ± 1.00"
+    assert fmt_mean_std([None]) == "–"
+    assert fmt_rounds([200]) == "200"
+    assert fmt_rounds([100, 150]) == "125.0 ± 25.0"
+    assert fmt_rounds([]) == "–"
+
+
 def _table_cells(report: str, title: str, label: str) -> list[str]:
     block = report.split(f"**{title}")[1]
     line = next(x for x in block.splitlines() if x.startswith(f"| {label}"))

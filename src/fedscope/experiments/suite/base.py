@@ -302,14 +302,20 @@ def metric_of(
     return entry["metrics"].get(group, {}).get(metric)
 
 
-def fmt_mean_std(values: Iterable[float | None], scale: float = 100.0) -> str:
+def fmt_mean_std(values: Iterable[float | None], scale: float = 100.0, digits: int = 2) -> str:
     """``mean ± std`` over seeds (population std), the mean alone for one seed; "–" for none."""
     xs = [scale * v for v in values if v is not None]
     if not xs:
         return "–"
     if len(xs) == 1:
-        return f"{xs[0]:.2f}"
-    return f"{statistics.fmean(xs):.2f} ± {statistics.pstdev(xs):.2f}"
+        return f"{xs[0]:.{digits}f}"
+    return f"{statistics.fmean(xs):.{digits}f} ± {statistics.pstdev(xs):.{digits}f}"
+
+
+def fmt_rounds(values: Iterable[float | None]) -> str:
+    """Round numbers: whole for one seed, one decimal for a mean over seeds."""
+    xs = [v for v in values if v is not None]
+    return fmt_mean_std(xs, scale=1, digits=0 if len(xs) == 1 else 1)
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:

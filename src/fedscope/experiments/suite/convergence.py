@@ -18,6 +18,7 @@ from fedscope.experiments.suite.base import (
     Summary,
     Table,
     fmt_mean_std,
+    fmt_rounds,
     legend_below,
     plot_curves,
     pyplot,
@@ -84,8 +85,8 @@ class Convergence(Experiment):
                     f"{label} (n={len(runs)})",
                     fmt_mean_std([max(c[1]) for c in curves if c[1]]),
                     fmt_mean_std([c[1][-1] for c in curves if c[1]]),
-                    fmt_mean_std(best_round, scale=1),
-                    fmt_mean_std([r.results.get("selected_round") for r in runs], scale=1),
+                    fmt_rounds(best_round),
+                    fmt_rounds([r.results.get("selected_round") for r in runs]),
                 ]
             )
         out.tables.append(
