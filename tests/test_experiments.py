@@ -185,6 +185,19 @@ def test_quick_experiment_end_to_end_and_report_from_stored_runs(tmp_path: Path)
     for side, source in (("popularity", floor), ("federated", metrics)):
         pooled = sum(c[side]["HR@10"] * c["instances"] for c in per_client) / n
         assert pooled == pytest.approx(source["overall"]["HR@10"], abs=1e-9)
+    # The floor drawn under validation curves is built from the config alone; it must be the
+    # floor on the very instances and candidates the run validated on.
+    from fedscope.evaluation.floors import PopularityScorer
+    from fedscope.experiments.suite.base import StoredRun, validation_floor
+    from fedscope.training.task import RecommendationTask, validation_metrics
+
+    stored_fed = StoredRun(spec=None, seed=0, run_dir=fed_dir, results=results)
+    floor_curve = validation_floor(stored_fed, tmp_path / "derived")
+    task = RecommendationTask.from_run_dir(fed_dir)
+    expected = task.validation_evaluator().evaluate(PopularityScorer(task.dataset)).metrics
+    assert floor_curve == pytest.approx(validation_metrics(expected))
+    assert 0 < floor_curve["HR@10"] < 1 and "Books/HR@10" in floor_curve
+
     pngs = re.findall(r"\]\((figures/[^)]+\.png)\)", report)
     assert pngs
     for rel in pngs:

@@ -405,6 +405,42 @@ def validation_curve(run: StoredRun, metric: str = "HR@10") -> tuple[list[int], 
     return xs, ys
 
 
+def validation_floor(run: StoredRun, cache_dir: Path) -> dict[str, float]:
+    """The popularity floor on the validation instances and candidates the curves of
+    ``run`` were measured on (eval.valid_subset), keyed like metrics.jsonl's validation rows
+    ("HR@10", "Food/HR@10", ...); cached under ``cache_dir``.
+
+    Built from the run's config alone (data set and eval settings), so it also works for
+    archived runs that kept only their light files.
+    """
+    from fedscope.data import load_dataset
+    from fedscope.evaluation import Evaluator
+    from fedscope.evaluation.floors import PopularityScorer
+    from fedscope.experiments import runner
+    from fedscope.training.task import validation_metrics
+
+    cfg = runner.read_config(run.run_dir)
+    key = (
+        f"{cfg.data.name}|{cfg.eval.n_negatives}|{cfg.eval.candidate_seed}|{cfg.eval.valid_subset}"
+    )
+    cache = cache_dir / "validation-floor.json"
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    if key not in cached:
+        dataset = load_dataset(cfg.data.name, cfg.data.data_dir, **cfg.data.options)
+        ev = Evaluator(
+            dataset,
+            "valid",
+            "sampled",
+            n_negatives=cfg.eval.n_negatives,
+            seed=cfg.eval.candidate_seed,
+            max_instances=cfg.eval.valid_subset,
+        )
+        cached[key] = validation_metrics(ev.evaluate(PopularityScorer(dataset)).metrics)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(cached, indent=1))
+    return cached[key]
+
+
 def legend_below(fig: Any, ax: Any, ncol: int = 3) -> float:
     """One legend for the whole figure under its panels; returns the height share it needs."""
     handles, labels = ax.get_legend_handles_labels()

@@ -29,6 +29,7 @@ from fedscope.experiments.suite.base import (
     plot_curves,
     pyplot,
     save_figure,
+    validation_floor,
 )
 
 NAME = "rq7_robustness"
@@ -190,19 +191,34 @@ class Robustness(Experiment):
             )
         )
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+        # Every K and C shares the validation instances: one floor for both panels.
+        floor = validation_floor(stored.runs[0], stored.folder / "derived")
         for ax, (axis, fixed, _xlabel, fixed_label) in zip(axes, panels, strict=True):
             groups: dict[str, list[StoredRun]] = {}
             for method, pts in _point_runs(stored, axis, fixed).items():
                 for v, runs in sorted(pts.items()):
                     groups[f"{method}, {axis}={v:g}"] = runs
             plot_curves(ax, groups)
+            ax.axhline(
+                100 * floor["HR@10"],
+                color="0.3",
+                linestyle="--",
+                linewidth=1,
+                label="popularity (floor)",
+            )
             ax.set_xlabel("communication round")
             ax.set_ylabel("validation HR@10 (%), all domains")
             ax.set_title(f"varying {axis} ({fixed_label})")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         path = save_figure(fig, figures / f"{self.name}-{stored.mode}-convergence.png")
-        out.figures.append(Figure("Convergence for each K and C", path, "Validation subset."))
+        out.figures.append(
+            Figure(
+                "Convergence for each K and C",
+                path,
+                "Validation subset; the dashed line is the popularity floor on it.",
+            )
+        )
         return out
 
 
