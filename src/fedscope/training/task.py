@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedscope.config import ExperimentConfig
+from fedscope.config import EvalConfig, ExperimentConfig
 from fedscope.data import load_dataset
 from fedscope.data.dataset import CrossDomainDataset
 from fedscope.data.partition import Partitioning, load_partitioning
@@ -52,6 +52,19 @@ def _copy_into(params: list[torch.nn.Parameter], weights: Weights) -> None:
             if tuple(p.shape) != tuple(w.shape):
                 raise ValueError(f"parameter shape {tuple(p.shape)} does not match array {w.shape}")
             p.copy_(torch.from_numpy(np.asarray(w, dtype=np.float32)))
+
+
+def validation_evaluator(dataset: CrossDomainDataset, eval_config: EvalConfig) -> Evaluator:
+    """The evaluator every round's validation uses: the sampled protocol on the fixed
+    ``eval.valid_subset`` of validation instances, with the configured candidates."""
+    return Evaluator(
+        dataset,
+        "valid",
+        "sampled",
+        n_negatives=eval_config.n_negatives,
+        seed=eval_config.candidate_seed,
+        max_instances=eval_config.valid_subset,
+    )
 
 
 def validation_metrics(result_metrics: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -303,15 +316,7 @@ class RecommendationTask:
 
     def validation_evaluator(self) -> Evaluator:
         if self._evaluator is None:
-            ev = self.config.eval
-            self._evaluator = Evaluator(
-                self.dataset,
-                "valid",
-                "sampled",
-                n_negatives=ev.n_negatives,
-                seed=ev.candidate_seed,
-                max_instances=ev.valid_subset,
-            )
+            self._evaluator = validation_evaluator(self.dataset, self.config.eval)
         return self._evaluator
 
     def evaluate(self, weights: Weights, server_round: int) -> dict[str, float]:

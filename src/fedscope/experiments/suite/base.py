@@ -411,34 +411,34 @@ def validation_floor(run: StoredRun, cache_dir: Path) -> dict[str, float]:
     ("HR@10", "Food/HR@10", ...); cached under ``cache_dir``.
 
     Built from the run's config alone (data set and eval settings), so it also works for
-    archived runs that kept only their light files.
+    archived runs that kept only their light files. Cached per data set fingerprint (which
+    covers generator options) and eval settings.
     """
     from fedscope.data import load_dataset
-    from fedscope.evaluation import Evaluator
     from fedscope.evaluation.floors import PopularityScorer
     from fedscope.experiments import runner
-    from fedscope.training.task import validation_metrics
+    from fedscope.training.task import validation_evaluator, validation_metrics
 
     cfg = runner.read_config(run.run_dir)
+    ev_cfg = cfg.eval
     key = (
-        f"{cfg.data.name}|{cfg.eval.n_negatives}|{cfg.eval.candidate_seed}|{cfg.eval.valid_subset}"
+        f"{run.results['run']['dataset_fingerprint']}|{ev_cfg.n_negatives}|"
+        f"{ev_cfg.candidate_seed}|{ev_cfg.valid_subset}"
     )
     cache = cache_dir / "validation-floor.json"
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
     if key not in cached:
         dataset = load_dataset(cfg.data.name, cfg.data.data_dir, **cfg.data.options)
-        ev = Evaluator(
-            dataset,
-            "valid",
-            "sampled",
-            n_negatives=cfg.eval.n_negatives,
-            seed=cfg.eval.candidate_seed,
-            max_instances=cfg.eval.valid_subset,
-        )
+        ev = validation_evaluator(dataset, ev_cfg)
         cached[key] = validation_metrics(ev.evaluate(PopularityScorer(dataset)).metrics)
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(cached, indent=1))
     return cached[key]
+
+
+def draw_floor(ax: Any, value: float) -> None:
+    """The popularity floor (a fraction) as a dashed line labelled for the legend."""
+    ax.axhline(100 * value, color="0.3", linestyle="--", linewidth=1, label="popularity (floor)")
 
 
 def legend_below(fig: Any, ax: Any, ncol: int = 3) -> float:

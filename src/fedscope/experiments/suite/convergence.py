@@ -17,6 +17,7 @@ from fedscope.experiments.suite.base import (
     StoredExperiment,
     Summary,
     Table,
+    draw_floor,
     fmt_mean_std,
     fmt_rounds,
     legend_below,
@@ -62,13 +63,7 @@ class Convergence(Experiment):
         floor = validation_floor(stored.runs[0], stored.folder / "derived")
         for ax, metric in zip(axes, panels, strict=True):
             plot_curves(ax, groups, metric)
-            ax.axhline(
-                100 * floor[metric],
-                color="0.3",
-                linestyle="--",
-                linewidth=1,
-                label="popularity (floor)",
-            )
+            draw_floor(ax, floor[metric])
             ax.set_xlabel("communication round")
             where = "all domains" if "/" not in metric else metric.split("/")[0]
             ax.set_ylabel(f"validation HR@10 (%), {where}")

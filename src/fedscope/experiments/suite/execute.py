@@ -217,7 +217,8 @@ def execute(exp: Experiment, plan: Plan, root: Path, echo: Echo = print) -> dict
             "config": f"{shown}/{runner.CONFIG_FILE}",
         }
         try:
-            results, seconds = run_or_reuse(run_dir, cfg)
+            # check=False: check_stored_runs compared every stored run before the loop.
+            results, seconds = run_or_reuse(run_dir, cfg, check=False)
         except PrivacySettingsError as exc:
             entry |= {"status": "infeasible", "note": str(exc), "wall_s": None}
             echo(f"  {shown}: infeasible: {exc}")

@@ -22,6 +22,7 @@ from fedscope.experiments.suite.base import (
     StoredRun,
     Summary,
     Table,
+    draw_floor,
     fmt_mean_std,
     legend_below,
     mean_std,
@@ -199,13 +200,7 @@ class Robustness(Experiment):
                 for v, runs in sorted(pts.items()):
                     groups[f"{method}, {axis}={v:g}"] = runs
             plot_curves(ax, groups)
-            ax.axhline(
-                100 * floor["HR@10"],
-                color="0.3",
-                linestyle="--",
-                linewidth=1,
-                label="popularity (floor)",
-            )
+            draw_floor(ax, floor["HR@10"])
             ax.set_xlabel("communication round")
             ax.set_ylabel("validation HR@10 (%), all domains")
             ax.set_title(f"varying {axis} ({fixed_label})")
