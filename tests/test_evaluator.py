@@ -5,6 +5,7 @@ from tests.helpers import tiny_dataset
 from fedscope.evaluation import (
     ConstantScorer,
     EvalBatch,
+    EvalResult,
     Evaluator,
     NonFiniteScoreError,
     PopularityScorer,
@@ -73,6 +74,41 @@ def test_oracle_is_perfect_in_both_modes():
         r = ev.evaluate(OracleScorer(ev))
         assert r.metrics["overall"]["HR@1"] == 1.0
         assert r.metrics["overall"]["MRR"] == 1.0
+
+
+class FirstUserOracle(OracleScorer):
+    """Ranks the first test user's target first and every other user's target last."""
+
+    name = "first-user oracle"
+
+    def score(self, batch: EvalBatch) -> np.ndarray:
+        n = self.ev.dataset.domains[batch.domain].n_items
+        out = np.zeros((len(batch), n))
+        first = int(self.ev.users[0])
+        for j, u in enumerate(batch.users):
+            out[j, self.by_user[int(u)]] = 1.0 if int(u) == first else -1.0
+        return out
+
+
+def test_standard_error_is_the_sampling_error_of_the_mean():
+    ds = tiny_dataset(SEQS)
+    ev = Evaluator(ds, "test", "sampled", n_negatives=5)
+    r = ev.evaluate(FirstUserOracle(ev))
+    # HR@1 is 1, 0, 0 over the three instances: mean 1/3, sample std sqrt(1/3), so the
+    # standard error is sqrt(1/3) / sqrt(3) = 1/3
+    assert r.counts["overall"] == 3
+    assert r.metrics["overall"]["HR@1"] == pytest.approx(1 / 3)
+    assert r.standard_errors["overall"]["HR@1"] == pytest.approx(1 / 3)
+    # identical instances have no sampling error; a group of one has none defined
+    perfect = ev.evaluate(OracleScorer(ev))
+    assert perfect.standard_errors["overall"]["MRR"] == 0.0
+    singles = [g for g, n in r.counts.items() if n == 1]
+    assert singles and all(g not in r.standard_errors for g in singles)
+    # results.json round trip, and results written before standard errors existed still load
+    back = EvalResult(**r.to_dict())
+    assert back.standard_errors == r.standard_errors
+    old = {k: v for k, v in r.to_dict().items() if k != "standard_errors"}
+    assert EvalResult(**old).standard_errors == {}
 
 
 def test_full_ranking_masks_history_but_not_target():

@@ -132,6 +132,26 @@ def test_table_cells_format_metrics_as_percent_and_rounds_as_rounds() -> None:
     assert fmt_rounds([]) == "–"
 
 
+def test_tables_state_the_test_sets_sampling_error_of_hr10() -> None:
+    import math
+
+    from fedscope.experiments.suite.base import hit_rate_standard_error, sampling_error_note
+
+    # 30 hits in 300 instances: sample std sqrt(300/299 * 0.09), over sqrt(300)
+    assert hit_rate_standard_error(0.1, 300) == pytest.approx(math.sqrt(0.09 / 299))
+    assert math.isnan(hit_rate_standard_error(0.1, 1))
+    # the largest error over the rows is the one stated (0.4 is nearer 50% than 0.1), and a
+    # group of one instance has no sampling error to state
+    note = sampling_error_note(
+        {"Food": [0.1, 0.4], "Kitchen": [0.05], "Tiny": [0.5]},
+        {"Food": 300, "Kitchen": 637, "Tiny": 1},
+    )
+    assert f"Food ±{100 * math.sqrt(0.24 / 299):.2f} (n=300)" in note
+    assert f"Kitchen ±{100 * math.sqrt(0.05 * 0.95 / 636):.2f} (n=637)" in note
+    assert "Tiny" not in note
+    assert sampling_error_note({}, {}) == ""
+
+
 def _table_cells(report: str, title: str, label: str) -> list[str]:
     block = report.split(f"**{title}")[1]
     line = next(x for x in block.splitlines() if x.startswith(f"| {label}"))

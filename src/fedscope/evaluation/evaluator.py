@@ -89,6 +89,10 @@ class EvalResult:
     metrics: dict[str, dict[str, float]]  # group -> metric -> value (fractions, not %)
     counts: dict[str, int]  # group -> number of instances
     notes: list[str] = field(default_factory=list)
+    # group -> metric -> standard error of the mean over the group's instances (fractions):
+    # the sampling error of a metric on this test set, which on small test sets can exceed
+    # the differences between methods. Absent (empty) in results written before it existed.
+    standard_errors: dict[str, dict[str, float]] = field(default_factory=dict)
     per_instance: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +108,7 @@ class EvalResult:
             "metrics": self.metrics,
             "counts": self.counts,
             "notes": self.notes,
+            "standard_errors": self.standard_errors,
         }
 
     def to_json(self) -> str:
@@ -233,12 +238,17 @@ class Evaluator:
             for d, dom in enumerate(self.dataset.domains):
                 groups[f"{dom.name}|{sname}"] = sel & mask & (self.domains == d)
         metrics: dict[str, dict[str, float]] = {}
+        errors: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
         for g, mask in groups.items():
             counts[g] = int(mask.sum())
             if counts[g] == 0:
                 continue
             metrics[g] = {m: float(per[m][mask].mean()) for m in (*METRIC_NAMES, "mean_rank")}
+            if counts[g] >= 2:
+                errors[g] = {
+                    m: float(per[m][mask].std(ddof=1) / np.sqrt(counts[g])) for m in METRIC_NAMES
+                }
         notes = []
         if self.candidates is not None and self.candidates.capped:
             notes.append(
@@ -261,5 +271,6 @@ class Evaluator:
             metrics=metrics,
             counts=counts,
             notes=notes,
+            standard_errors=errors,
             per_instance={"higher": higher, "equal": equal, "mean_rank": per["mean_rank"]},
         )

@@ -24,7 +24,10 @@ def _groups(results: Sequence[EvalResult], groups: Sequence[str] | None) -> list
 
 def caption(results: Sequence[EvalResult]) -> str:
     r = results[0]
-    return f"{r.dataset} · {r.split} split · {r.protocol} · {r.mode_label} · values in %"
+    return (
+        f"{r.dataset} · {r.split} split · {r.protocol} · {r.mode_label} · values in %, "
+        "± one standard error over the instances"
+    )
 
 
 def rich_table(
@@ -32,22 +35,28 @@ def rich_table(
     groups: Sequence[str] | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     title: str | None = None,
+    error_of: str = "HR@10",
 ) -> Table:
-    """One row per (group, method), one column per metric: fits a terminal of 80 columns."""
+    """One row per (group, method), one column per metric, then the standard error of
+    ``error_of`` over the group's instances (its sampling error on this test set) and the
+    number of instances: fits a terminal of 80 columns."""
     table = Table(title=title or caption(results), title_justify="left")
     table.add_column("group")
     table.add_column("method")
     for m in metrics:
         table.add_column(m, justify="right")
+    table.add_column(f"±{error_of}", justify="right")
     table.add_column("n", justify="right")
     cols = _groups(results, groups)
     for gi, g in enumerate(cols):
         for ri, r in enumerate(results):
             vals = r.metrics.get(g, {})
+            error = r.standard_errors.get(g, {}).get(error_of)
             table.add_row(
                 g if ri == 0 else "",
                 r.scorer,
                 *(f"{100 * vals[m]:.2f}" if m in vals else "–" for m in metrics),
+                "–" if error is None else f"{100 * error:.2f}",
                 str(r.counts.get(g, 0)),
                 end_section=ri == len(results) - 1 and gi < len(cols) - 1,
             )

@@ -339,6 +339,7 @@ def metric_table(
     columns = ["method"] + [f"{d} {m}" for d in domains for m in metrics]
     rows: list[list[str]] = []
     floor_source: dict[str, Any] | None = None
+    row_hr10: dict[str, list[float]] = {}
     for label, runs in groups.items():
         if not runs:
             continue
@@ -348,10 +349,16 @@ def metric_table(
             g = d if subset is None else f"{d}|{subset}"
             for m in metrics:
                 cells.append(fmt_mean_std(metric_of(r.results, g, m, protocol) for r in runs))
+            hr10 = mean_std(metric_of(r.results, g, "HR@10", protocol) for r in runs)[0]
+            if not math.isnan(hr10):
+                row_hr10.setdefault(g, []).append(hr10)
         rows.append([f"{label} (n={len(runs)})", *cells])
     if floor_source is not None:
         if not caption:
             caption = " ".join(floor_source["test"][protocol][0].get("notes", []))
+        counts = floor_source["test"][protocol][0]["counts"]
+        errors = sampling_error_note(row_hr10, counts)
+        caption = f"{caption} {errors}".strip() if errors else caption
         cells = []
         for d in domains:
             g = d if subset is None else f"{d}|{subset}"
@@ -359,6 +366,31 @@ def metric_table(
                 cells.append(fmt_mean_std([metric_of(floor_source, g, m, protocol, floor=True)]))
         rows.append(["popularity (floor)", *cells])
     return Table(title, columns, rows, caption)
+
+
+def hit_rate_standard_error(hit_rate: float, n: int) -> float:
+    """Standard error of a hit rate's mean over ``n`` instances whose hits are 0 or 1 (exact
+    when no target is tied with a competitor; ties make the per-instance value fractional and
+    the error smaller)."""
+    if n < 2:
+        return math.nan
+    return math.sqrt(hit_rate * (1.0 - hit_rate) / (n - 1))
+
+
+def sampling_error_note(row_hr10: dict[str, list[float]], counts: dict[str, int]) -> str:
+    """One sentence: the test set's sampling error of HR@10 per group, the largest over the
+    table's rows (their mean HR@10), so that it bounds every row's."""
+    parts = [
+        f"{g} ±{100 * max(hit_rate_standard_error(p, counts[g]) for p in ps):.2f} (n={counts[g]})"
+        for g, ps in row_hr10.items()
+        if counts.get(g, 0) >= 2
+    ]
+    if not parts:
+        return ""
+    return (
+        "Sampling error: one standard error of HR@10 over the test instances is at most "
+        f"{', '.join(parts)}; the spread over seeds does not include it."
+    )
 
 
 def protocol_label(results: dict[str, Any], protocol: str) -> str:
