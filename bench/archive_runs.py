@@ -3,7 +3,8 @@
 Run directories (checkpoints included) live under ignored folders such as bench/runs/ and are
 lost with the machine that trained them. This keeps what the tables and convergence plots
 are made from: ``config.json``, ``run.json``, ``results.json`` and ``metrics.jsonl`` (plus
-``privacy_report.json`` and ``alignment.json`` where present); checkpoints are left out.
+``privacy_report.json``, ``alignment.json`` and the per-instance ``ranks.npz`` where present);
+checkpoints are left out.
 
     python bench/archive_runs.py bench/runs/fk-v2 bench/results/runs/fk-v2
 
@@ -24,6 +25,7 @@ LIGHT_FILES = (
     "metrics.jsonl",
     "privacy_report.json",
     "alignment.json",
+    "ranks.npz",
 )
 
 

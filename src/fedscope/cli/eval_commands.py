@@ -1,4 +1,4 @@
-"""``fedscope floors`` and ``fedscope demo``."""
+"""``fedscope floors``, ``fedscope demo`` and ``fedscope compare``."""
 
 from __future__ import annotations
 
@@ -91,3 +91,94 @@ def demo(
         results.append(runner.results_as_eval(finals[DEMO_METHODS[0]], "test", mode)[1])
         console.print(rich_table(results))
     console.print(f"[dim]{time.perf_counter() - t0:.0f}s · runs in {root}[/]")
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="A finished run directory (A).")],
+    run_b: Annotated[
+        str,
+        typer.Argument(help="Another finished run directory (B), or 'popularity' for A's floor."),
+    ],
+    split: Annotated[Literal["valid", "test"], typer.Option(help="Split to compare on.")] = "test",
+    protocol: Annotated[
+        Literal["sampled", "full"], typer.Option(help="Ranking protocol.")
+    ] = "sampled",
+    metric: Annotated[
+        list[str] | None, typer.Option(help="Metric(s) (default: HR@10, NDCG@10, MRR).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the comparison as JSON.")] = None,
+) -> None:
+    """Paired comparison of two runs on the same instances and candidates: A − B per domain,
+    with the standard error of the per-instance difference and a 95% interval."""
+    from rich.table import Table
+
+    from fedscope.evaluation.paired import InstanceRanks, load_ranks, paired_differences
+    from fedscope.experiments.runner import RANKS_FILE
+
+    def ranks_of(run: Path, role: str) -> InstanceRanks:
+        path = run / RANKS_FILE
+        if not path.is_file():
+            hint = (
+                "it was evaluated before per-instance ranks were stored; `fedscope evaluate "
+                f"{run}` writes them (it needs the run's checkpoints)"
+                if (run / "results.json").is_file()
+                else "it is not a finished run directory"
+            )
+            raise FileNotFoundError(f"{run}: no {RANKS_FILE}; {hint}")
+        return load_ranks(path, f"{split}.{protocol}.{role}")
+
+    a = ranks_of(run_a, "model")
+    b = ranks_of(run_a, "popularity") if run_b == "popularity" else ranks_of(Path(run_b), "model")
+    rows = paired_differences(a, b, tuple(metric or ("HR@10", "NDCG@10", "MRR")))
+    console.print(f"A: {run_a}\nB: {run_b}", highlight=False)
+    table = Table(
+        title=f"A: {a.scorer} · B: {b.scorer} · {split} split · {protocol} · values in %",
+        title_justify="left",
+    )
+    for col in ("group", "metric", "A", "B", "A − B", "±", "95% interval", "reading", "n"):
+        table.add_column(col, justify="left" if col in ("group", "metric", "reading") else "right")
+    for i, r in enumerate(rows):
+        low, high = r.interval95
+        table.add_row(
+            r.group if i == 0 or rows[i - 1].group != r.group else "",
+            r.metric,
+            f"{100 * r.a:.2f}",
+            f"{100 * r.b:.2f}",
+            f"{100 * r.difference:+.2f}",
+            f"{100 * r.standard_error:.2f}",
+            f"[{100 * low:+.2f}, {100 * high:+.2f}]",
+            r.reading,
+            str(r.n),
+            end_section=i + 1 < len(rows) and rows[i + 1].group != r.group,
+        )
+    console.print(table)
+    console.print(
+        "Paired over the same instances and candidates: ± is the standard error of the mean "
+        "per-instance difference. It measures the test set's sampling error only; the spread "
+        "over training seeds needs more runs.",
+        highlight=False,
+    )
+    if out is not None:
+        payload = {
+            "a": {"run": str(run_a), "scorer": a.scorer},
+            "b": {"run": run_b, "scorer": b.scorer},
+            "split": split,
+            "protocol": protocol,
+            "rows": [
+                {
+                    "group": r.group,
+                    "metric": r.metric,
+                    "n": r.n,
+                    "a": r.a,
+                    "b": r.b,
+                    "difference": r.difference,
+                    "standard_error": r.standard_error,
+                    "interval95": list(r.interval95),
+                    "reading": r.reading,
+                }
+                for r in rows
+            ],
+        }
+        out.write_text(json.dumps(payload, indent=2))
+        console.print(f"wrote {out}")

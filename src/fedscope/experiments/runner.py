@@ -37,6 +37,7 @@ from fedscope.data.dataset import CrossDomainDataset
 from fedscope.data.partition import ClientPartition, Partitioning, partition, save_partitioning
 from fedscope.evaluation import EvalResult, Evaluator, PopularityScorer
 from fedscope.evaluation.evaluator import Mode
+from fedscope.evaluation.paired import InstanceRanks, save_ranks
 from fedscope.federation import run_dir as layout
 from fedscope.federation.run_dir import CONFIG_FILE
 from fedscope.privacy.plan import PrivacyPlan, make_plan, plan_path, sends_per_client
@@ -50,6 +51,7 @@ from fedscope.training.task import (
 
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.json"
+RANKS_FILE = "ranks.npz"
 PLOT_FILE = "convergence.png"
 TASK_FACTORY = "fedscope.training.task:task_factory"
 
@@ -268,7 +270,7 @@ def _client_valid_rows(task: RecommendationTask, client_id: int, ev: Evaluator) 
 
 def _evaluate_selected(
     task: RecommendationTask, run_dir: Path, split: Literal["valid", "test"], mode: Mode
-) -> tuple[EvalResult, EvalResult]:
+) -> tuple[EvalResult, EvalResult, Evaluator]:
     """The selected model's result and the popularity floor, same split and candidates."""
     config = task.config
     ev = Evaluator(
@@ -294,7 +296,25 @@ def _evaluate_selected(
         result = ev.summarise(config.method, higher, equal)
     result.scorer = f"{config.method} ({config.federation.regime})"
     floor = ev.evaluate(PopularityScorer(task.dataset))
-    return result, floor
+    return result, floor, ev
+
+
+def _instance_ranks(result: EvalResult, ev: Evaluator, fingerprint: str) -> InstanceRanks:
+    return InstanceRanks(
+        scorer=result.scorer,
+        users=ev.users,
+        domains=ev.domains,
+        domain_names=tuple(d.name for d in ev.dataset.domains),
+        higher=result.per_instance["higher"],
+        equal=result.per_instance["equal"],
+        identity={
+            "dataset_fingerprint": fingerprint,
+            "split": result.split,
+            "mode": result.mode,
+            "n_negatives": result.n_negatives,
+            "candidate_seed": result.candidate_seed,
+        },
+    )
 
 
 def finalise(run_dir: Path) -> dict[str, Any]:
@@ -314,11 +334,18 @@ def finalise(run_dir: Path) -> dict[str, Any]:
         out["stopped"] = status["stopped"]
     splits: tuple[Literal["valid", "test"], ...] = ("valid", "test")
     modes: tuple[Mode, ...] = ("sampled", "full")
+    rankings: dict[str, InstanceRanks] = {}
     for split in splits:
         out[split] = {}
         for mode in modes:
-            result, floor = _evaluate_selected(task, run_dir, split, mode)
+            result, floor, ev = _evaluate_selected(task, run_dir, split, mode)
             out[split][mode] = [result.to_dict(), floor.to_dict()]
+            for role, r in (("model", result), ("popularity", floor)):
+                rankings[f"{split}.{mode}.{role}"] = _instance_ranks(
+                    r, ev, task.dataset.fingerprint
+                )
+    # Per-instance ranks, so that two runs can be compared paired (fedscope compare).
+    save_ranks(run_dir / RANKS_FILE, rankings)
     if task.config.privacy.enabled:
         rounds_done = layout.load_checkpoint(layout.last_checkpoint_path(run_dir)).round
         report = write_report(run_dir, rounds_done)
