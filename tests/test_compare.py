@@ -62,13 +62,13 @@ def test_paired_difference_and_its_standard_error():
     # domains are the even (Food) and odd (Kitchen) instances here
     food = _row(rows, "Food", "HR@10")
     assert food.n == 3 and food.difference == pytest.approx(diff[::2].mean())
-    assert overall.reading == "no difference shown"  # six instances cannot show it
+    assert overall.reading == "not shown"  # six instances cannot show it
 
 
 def test_readings_follow_the_95_percent_interval():
     same = paired_differences(_ranks([0, 5, 50] * 20), _ranks([0, 5, 50] * 20), ("MRR",))
     assert all(r.difference == 0 and r.standard_error == 0 for r in same)
-    assert {r.reading for r in same} == {"no difference shown"}
+    assert {r.reading for r in same} == {"not shown"}
     better = paired_differences(_ranks([0, 1] * 50), _ranks([0, 80] * 50), ("HR@10",))
     assert _row(better, "overall", "HR@10").reading == "A higher"
     worse = paired_differences(_ranks([0, 80] * 50), _ranks([0, 1] * 50), ("HR@10",))
@@ -134,7 +134,7 @@ def test_compare_two_real_runs_and_a_run_against_its_floor(tmp_path: Path):
 
     p = _cli("compare", str(run_a), str(run_b), "--out", str(tmp_path / "ab.json"))
     assert p.returncode == 0, p.stderr
-    assert "95% interval" in p.stdout and "Kitchen" not in p.stderr
+    assert "A − B ± s.e." in p.stdout and "Kitchen (" in p.stdout and not p.stderr
     ab = json.loads((tmp_path / "ab.json").read_text())
     overall = next(r for r in ab["rows"] if r["group"] == "overall" and r["metric"] == "HR@10")
     # the paired means are the runs' own reported test metrics

@@ -136,27 +136,25 @@ def compare(
         title=f"A: {a.scorer} · B: {b.scorer} · {split} split · {protocol} · values in %",
         title_justify="left",
     )
-    for col in ("group", "metric", "A", "B", "A − B", "±", "95% interval", "reading", "n"):
+    for col in ("group", "metric", "A", "B", "A − B ± s.e.", "reading"):
         table.add_column(col, justify="left" if col in ("group", "metric", "reading") else "right")
     for i, r in enumerate(rows):
-        low, high = r.interval95
+        first = i == 0 or rows[i - 1].group != r.group
         table.add_row(
-            r.group if i == 0 or rows[i - 1].group != r.group else "",
+            f"{r.group} ({r.n:,})" if first else "",
             r.metric,
             f"{100 * r.a:.2f}",
             f"{100 * r.b:.2f}",
-            f"{100 * r.difference:+.2f}",
-            f"{100 * r.standard_error:.2f}",
-            f"[{100 * low:+.2f}, {100 * high:+.2f}]",
+            f"{100 * r.difference:+.2f} ± {100 * r.standard_error:.2f}",
             r.reading,
-            str(r.n),
             end_section=i + 1 < len(rows) and rows[i + 1].group != r.group,
         )
     console.print(table)
     console.print(
-        "Paired over the same instances and candidates: ± is the standard error of the mean "
-        "per-instance difference. It measures the test set's sampling error only; the spread "
-        "over training seeds needs more runs.",
+        "Paired over the same instances and candidates (their number in parentheses): s.e. is the "
+        "standard error of the mean per-instance difference; 'A higher' or 'B higher' when the "
+        "95% interval (±1.96 s.e.) excludes 0. It measures the test set's sampling error only; "
+        "the spread over training seeds needs more runs.",
         highlight=False,
     )
     if out is not None:

@@ -74,7 +74,7 @@ class PairedDifference:
             return "A higher"
         if high < 0:
             return "B higher"
-        return "no difference shown"
+        return "not shown"
 
 
 def check_paired(a: InstanceRanks, b: InstanceRanks) -> None:
