@@ -134,7 +134,7 @@ def test_compare_two_real_runs_and_a_run_against_its_floor(tmp_path: Path):
 
     p = _cli("compare", str(run_a), str(run_b), "--out", str(tmp_path / "ab.json"))
     assert p.returncode == 0, p.stderr
-    assert "A − B ± s.e." in p.stdout and "Kitchen (" in p.stdout and not p.stderr
+    assert "A − B ± s.e." in p.stdout and "overall (" in p.stdout and not p.stderr
     ab = json.loads((tmp_path / "ab.json").read_text())
     overall = next(r for r in ab["rows"] if r["group"] == "overall" and r["metric"] == "HR@10")
     # the paired means are the runs' own reported test metrics
