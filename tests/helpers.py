@@ -1,6 +1,10 @@
-"""Small hand-made data sets for tests."""
+"""Small hand-made data sets for tests, and the CLI as a user runs it."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -32,3 +36,17 @@ def tiny_dataset(seqs: list[list[int]], n_items: tuple[int, int] = (20, 30)) -> 
     ds.fingerprint = "tiny-" + "-".join("_".join(map(str, s)) for s in seqs)[:40]
     ds.check_consistency()
     return ds
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``fedscope ARGS`` in a subprocess, wide enough that tables do not wrap, without the
+    debug switch that would turn one-line errors into tracebacks."""
+    env = dict(os.environ, COLUMNS="200")
+    env.pop("FEDSCOPE_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "fedscope.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )

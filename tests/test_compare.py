@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.helpers import run_cli
 
 from fedscope.config import load_config
 from fedscope.evaluation.paired import (
@@ -103,18 +101,6 @@ def test_ranks_file_round_trip(tmp_path: Path):
         load_ranks(tmp_path / "ranks.npz", "test.full.model")
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="200")
-    env.pop("FEDSCOPE_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "fedscope.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-
-
 def _train(tmp_path: Path, name: str, *sets: str) -> Path:
     cfg = load_config(
         None,
@@ -132,7 +118,7 @@ def test_compare_two_real_runs_and_a_run_against_its_floor(tmp_path: Path):
     results_a = json.loads((run_a / "results.json").read_text())
     results_b = json.loads((run_b / "results.json").read_text())
 
-    p = _cli("compare", str(run_a), str(run_b), "--out", str(tmp_path / "ab.json"))
+    p = run_cli("compare", str(run_a), str(run_b), "--out", str(tmp_path / "ab.json"))
     assert p.returncode == 0, p.stderr
     assert "A − B ± s.e." in p.stdout and "overall (" in p.stdout and not p.stderr
     ab = json.loads((tmp_path / "ab.json").read_text())
@@ -146,7 +132,7 @@ def test_compare_two_real_runs_and_a_run_against_its_floor(tmp_path: Path):
     )
     assert overall["difference"] == pytest.approx(overall["a"] - overall["b"])
 
-    p = _cli(
+    p = run_cli(
         "compare",
         str(run_a),
         "popularity",
@@ -167,14 +153,14 @@ def test_compare_two_real_runs_and_a_run_against_its_floor(tmp_path: Path):
 
     # another data set does not pair, and says why in one line
     run_c = _train(tmp_path, "c", 'data.options={"n_users": 200, "n_items": 120}')
-    p = _cli("compare", str(run_a), str(run_c))
+    p = run_cli("compare", str(run_a), str(run_c))
     assert p.returncode == 2 and "dataset_fingerprint differs" in p.stderr
     assert "Traceback" not in p.stderr
 
     # a run evaluated before ranks were stored names the command that writes them
     (run_b / runner.RANKS_FILE).unlink()
-    p = _cli("compare", str(run_a), str(run_b))
+    p = run_cli("compare", str(run_a), str(run_b))
     # (rich wraps long messages at the terminal width)
     assert p.returncode == 2 and f"fedscope evaluate {run_b}" in " ".join(p.stderr.split())
-    assert _cli("evaluate", str(run_b)).returncode == 0
+    assert run_cli("evaluate", str(run_b)).returncode == 0
     assert (run_b / runner.RANKS_FILE).is_file()

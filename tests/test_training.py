@@ -1,14 +1,11 @@
 """The recommender's training path: batching, train/eval consistency, regimes, CLI."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from tests.helpers import tiny_dataset
+from tests.helpers import run_cli, tiny_dataset
 
 from fedscope.config import load_config
 from fedscope.data import load_dataset
@@ -108,17 +105,6 @@ def test_standalone_regimes_select_on_validation_and_report(regime, tmp_path):
         assert len(list((run_dir / "clients").glob("*/best.npz"))) == 3
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="200")
-    return subprocess.run(
-        [sys.executable, "-m", "fedscope.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-
-
 def test_recommend_prints_titles_and_rejects_unknown_items(tmp_path):
     cfg = load_config(
         None, [*SMALL, "method=sasrec", "federation.regime=centralised", "federation.rounds=5"]
@@ -127,12 +113,12 @@ def test_recommend_prints_titles_and_rejects_unknown_items(tmp_path):
     runner.train(run_dir)
     ds = load_dataset("synthetic", n_users=300, n_items=120)
     keys = [ds.domains[0].item_keys[i] for i in (3, 5, 8)]
-    p = _cli("recommend", str(run_dir), "--history", ",".join(keys), "--top-k", "4")
+    p = run_cli("recommend", str(run_dir), "--history", ",".join(keys), "--top-k", "4")
     assert p.returncode == 0, p.stderr
     titles = [t for t in ds.domains[0].titles() if t]
     assert sum(1 for t in titles if t in p.stdout) >= 3  # titles are printed
     assert p.stdout.count("\n") >= 2 * 5
-    bad = _cli("recommend", str(run_dir), "--history", "no-such-item")
+    bad = run_cli("recommend", str(run_dir), "--history", "no-such-item")
     assert (
         bad.returncode == 2 and "unknown item id(s)" in bad.stderr and "Traceback" not in bad.stderr
     )
