@@ -121,6 +121,50 @@ def test_a_stored_run_with_other_settings_is_refused_before_anything_trains(
     assert [r["state"] for r in dry_run(plan, root)][:-1] == ["new"] * (len(rows) - 1)
 
 
+def test_a_run_another_process_is_training_is_skipped_not_touched(tmp_path: Path) -> None:
+    """Two experiment commands may share one grid: a run held by the other is left to it."""
+    from fedscope.experiments import runner
+    from fedscope.experiments.suite.execute import run_or_reuse
+    from fedscope.federation.run_dir import RunInUseError
+
+    root = tmp_path / "exp"
+    plan = get("convergence").plan("quick", sets=TINY[1::2], root=root)
+    spec = plan.runs[0]
+    run_dir = run_dir_of(root, plan, spec, 0)
+    runner.prepare_run(plan.config(spec, 0), run_dir)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\n"
+            "from fedscope.federation.run_dir import exclusive\n"
+            f"with exclusive({str(run_dir)!r}):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+        rows = dry_run(plan, root)
+        assert rows[0]["state"] == "in use" and {r["state"] for r in rows[1:]} == {"new"}
+        with pytest.raises(RunInUseError, match=f"process {holder.pid} "):
+            run_or_reuse(run_dir, plan.config(spec, 0))
+        # and through the command line, in one line naming the process
+        for command in (["train", "--resume", str(run_dir)], ["evaluate", str(run_dir)]):
+            p = cli(*command, check=False)
+            message = " ".join(p.stderr.split())
+            assert p.returncode == 2 and f"in use by process {holder.pid} " in message
+            assert "Traceback" not in message
+        assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before  # untouched
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert dry_run(plan, root)[0]["state"] == "interrupted"
+
+
 def test_table_cells_format_metrics_as_percent_and_rounds_as_rounds() -> None:
     from fedscope.experiments.suite.base import fmt_mean_std, fmt_rounds
 

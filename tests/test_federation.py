@@ -152,6 +152,39 @@ def test_checkpoints_round_trip_and_are_written_atomically(tmp_path: Path) -> No
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.npz"]  # no temp files left
 
 
+def test_a_run_directory_has_one_writing_process(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from fedscope.federation.run_dir import exclusive\n"
+            f"with exclusive({str(tmp_path)!r}):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        in_use = pytest.raises(layout.RunInUseError, match=f"in use by process {holder.pid} ")
+        with in_use, layout.exclusive(tmp_path):
+            pass
+        holder.send_signal(signal.SIGKILL)  # the kernel drops the lock with its process
+        holder.wait(timeout=30)
+        with layout.exclusive(tmp_path), layout.exclusive(tmp_path / "." / ""):
+            # re-entrant within a process (the simulation's ServerApp thread takes it again)
+            assert "process" in (tmp_path / layout.LOCK_FILE).read_text()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=30)
+
+
 def test_metrics_reader_tolerates_only_a_torn_last_line(tmp_path: Path) -> None:
     path = layout.metrics_path(tmp_path)
     path.write_text('{"round": 1}\n{"round": 2}\n{"round": 3, "sam')

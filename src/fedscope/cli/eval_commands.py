@@ -111,6 +111,7 @@ def compare(
 ) -> None:
     """Paired comparison of two runs on the same instances and candidates: A − B per domain,
     with the standard error of the per-instance difference and a 95% interval."""
+    from rich import box
     from rich.table import Table
 
     from fedscope.evaluation.paired import InstanceRanks, load_ranks, paired_differences
@@ -135,6 +136,9 @@ def compare(
     table = Table(
         title=f"A: {a.scorer} · B: {b.scorer} · {split} split · {protocol} · values in %",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
     )
     for col in ("group", "metric", "A", "B", "A − B ± s.e.", "reading"):
         table.add_column(col, justify="left" if col in ("group", "metric", "reading") else "right")

@@ -89,7 +89,8 @@ def experiment(
         rows = plan_rows(plan, root)
         console.print(
             f"{len(rows)} runs (state: new, interrupted = resumed, stored = reused, "
-            "other settings = refused until moved or deleted):"
+            "in use = being trained by another process, skipped, other settings = refused "
+            "until moved or deleted):"
         )
         for row in rows:
             shared = f" (shared from {row['shared_from']})" if row["shared_from"] != name else ""

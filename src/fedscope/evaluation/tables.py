@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich import box
 from rich.table import Table
 
 from fedscope.evaluation.evaluator import EvalResult
@@ -40,9 +41,17 @@ def rich_table(
     """One row per (group, method), one column per metric, then the standard error of
     ``error_of`` over the group's instances (its sampling error on this test set) and the
     number of instances: fits a terminal of 80 columns."""
-    table = Table(title=title or caption(results), title_justify="left")
-    table.add_column("group")
-    table.add_column("method")
+    # Light rules and no outer padding keep nine columns inside 80; long method names wrap
+    # (never cut to an ellipsis, which would hide which row is the floor).
+    table = Table(
+        title=title or caption(results),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    table.add_column("group", overflow="fold")
+    table.add_column("method", overflow="fold")
     for m in metrics:
         table.add_column(m, justify="right")
     table.add_column(f"±{error_of}", justify="right")

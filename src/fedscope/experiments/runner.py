@@ -156,8 +156,14 @@ def read_config(run_dir: Path) -> ExperimentConfig:
 def train(
     run_dir: Path, resume: bool = False, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
-    """Train the run in ``run_dir`` (continuing it when ``resume``) and evaluate it."""
+    """Train the run in ``run_dir`` (continuing it when ``resume``) and evaluate it.
+    :class:`~fedscope.federation.run_dir.RunInUseError` if another process is writing it."""
     run_dir = Path(run_dir)
+    with layout.exclusive(run_dir):
+        return _train_held(run_dir, resume, progress)
+
+
+def _train_held(run_dir: Path, resume: bool, progress: ProgressFn | None) -> dict[str, Any]:
     config = read_config(run_dir)
     regime = config.federation.regime
     if regime == "federated":
@@ -319,8 +325,13 @@ def _instance_ranks(result: EvalResult, ev: Evaluator, fingerprint: str) -> Inst
 
 def finalise(run_dir: Path) -> dict[str, Any]:
     """Evaluate the selected model once on validation and test, both protocols; write
-    results.json and the convergence plot."""
+    results.json, ranks.npz and the convergence plot."""
     run_dir = Path(run_dir)
+    with layout.exclusive(run_dir):
+        return _finalise_held(run_dir)
+
+
+def _finalise_held(run_dir: Path) -> dict[str, Any]:
     task = RecommendationTask.from_run_dir(run_dir)
     meta = json.loads((run_dir / RUN_FILE).read_text())
     out: dict[str, Any] = {"run": meta, "config": json.loads(task.config.model_dump_json())}

@@ -9,6 +9,7 @@ Layout (paths relative to the run directory)::
     server_status.json     running / done / failed, with the error of a failed ServerApp
     checkpoints/last.npz   weights after the last finished round
     checkpoints/best.npz   weights of the best validated round so far
+    .lock                  held (flock) by the one process writing the run; names it
 
 Checkpoints are replaced atomically (temporary file, fsync, ``os.replace``), so a
 SIGKILL at any moment leaves the previous or the new file, never a torn one.
@@ -20,9 +21,12 @@ import importlib
 import json
 import math
 import os
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +34,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedscope.data.errors import DataError, Problem
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs are not locked there
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from fedscope.federation.task import FederatedTask, Weights
@@ -42,6 +51,7 @@ STATUS_FILE = "server_status.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = f"{CHECKPOINT_DIR}/last.npz"
 BEST_CHECKPOINT = f"{CHECKPOINT_DIR}/best.npz"
+LOCK_FILE = ".lock"
 
 _WEIGHT_KEY = "weight_{:04d}"
 
@@ -258,6 +268,97 @@ def keep_metrics_up_to(run_dir: Path, last_round: int) -> int:
         return 0
     _atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return len(raw_lines) - len(kept)
+
+
+# --- one writer per run ----------------------------------------------------------------------
+
+
+class RunInUseError(FileExistsError):
+    """Another process is writing this run directory (training, resuming or evaluating it)."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+# Run directories this process holds: resolved path -> (lock file descriptor, nesting depth).
+_held: dict[Path, tuple[int, int]] = {}
+_held_guard = threading.Lock()
+
+
+@contextmanager
+def exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` against every other process while writing it.
+
+    Two processes training or resuming one run would interleave its metrics and overwrite each
+    other's checkpoints and status. The lock is the kernel's (``flock`` on ``.lock``), so it
+    ends with its process, even under SIGKILL: a crashed run never leaves a stale lock. It is
+    re-entrant within a process, because the simulation's ServerApp runs in a thread of the
+    process that started it.
+    """
+    key = Path(run_dir).resolve()
+    with _held_guard:
+        if key in _held:
+            fd, depth = _held[key]
+            _held[key] = (fd, depth + 1)
+        else:
+            fd = _acquire(key) if fcntl is not None else -1
+            _held[key] = (fd, 1)
+    try:
+        yield
+    finally:
+        with _held_guard:
+            fd, depth = _held[key]
+            if depth > 1:
+                _held[key] = (fd, depth - 1)
+            else:
+                del _held[key]
+                if fd >= 0:
+                    os.close(fd)  # releases the lock
+
+
+def in_use_by(run_dir: Path) -> str | None:
+    """Who holds ``run_dir`` ("process PID (command)"), or None when no other process does."""
+    key = Path(run_dir).resolve()
+    if fcntl is None or key in _held or not (key / LOCK_FILE).is_file():
+        return None
+    try:
+        os.close(_acquire(key, probe=True))
+    except RunInUseError as exc:
+        return exc.holder
+    return None
+
+
+def _acquire(run_dir: Path, probe: bool = False) -> int:
+    """The locked descriptor of ``run_dir``'s lock file, naming this process in it (a probe
+    only tests the lock, once, and writes nothing)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    # A probe (in_use_by) holds the lock for microseconds: a writer that meets one retries
+    # briefly instead of reporting the run as in use.
+    tries = 1 if probe else 5
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt + 1 < tries:
+                time.sleep(0.05)
+    else:
+        holder = os.pread(fd, 1024, 0).decode("utf-8", errors="replace").strip()
+        os.close(fd)
+        holder = holder or "another process"
+        raise RunInUseError(
+            f"{run_dir} is in use by {holder}; one run directory has one writer. Wait for that "
+            "process to finish, or stop it and continue with --resume",
+            holder,
+        )
+    if probe:
+        return fd
+    os.ftruncate(fd, 0)
+    command = " ".join(sys.argv)
+    os.pwrite(fd, f"process {os.getpid()} ({command[:300]})\n".encode(), 0)
+    return fd
 
 
 # --- server status ---------------------------------------------------------------------------

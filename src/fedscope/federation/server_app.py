@@ -152,18 +152,20 @@ def build_server_app(overrides: Mapping[str, RunConfigValue] | None = None) -> S
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         options = ServerOptions.from_run_config({**context.run_config, **fixed})
-        layout.write_status(options.run_dir, "running", pid=os.getpid())
-        try:
-            summary = serve(grid, context, options)
-        except BaseException as exc:
-            layout.write_status(
-                options.run_dir,
-                "failed",
-                error=f"{type(exc).__name__}: {exc}",
-                traceback=traceback.format_exc(),
-            )
-            raise
-        layout.write_status(options.run_dir, "done", **summary)
+        # Refused before the status is touched: it belongs to the process holding the run.
+        with layout.exclusive(options.run_dir):
+            layout.write_status(options.run_dir, "running", pid=os.getpid())
+            try:
+                summary = serve(grid, context, options)
+            except BaseException as exc:
+                layout.write_status(
+                    options.run_dir,
+                    "failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(),
+                )
+                raise
+            layout.write_status(options.run_dir, "done", **summary)
 
     return app
 

@@ -85,14 +85,13 @@ def run_simulation(
 
     ``resume`` continues from ``checkpoints/last.npz``. ``run_config`` adds ServerApp
     options (see :mod:`fedscope.federation.server_app`), e.g. ``{"stop-after-round": 2}``.
-    Raises :class:`FederationError` when the ServerApp failed. Ray is shut down before
-    returning, whatever happened.
+    Raises :class:`FederationError` when the ServerApp failed, and
+    :class:`~fedscope.federation.run_dir.RunInUseError` when another process is writing
+    ``run_dir``. Ray is shut down before returning, whatever happened.
     """
     _isolate_network()
-    from flwr.simulation import run_simulation as flower_run_simulation
 
-    from fedscope.federation.client_app import build_client_app
-    from fedscope.federation.server_app import build_server_app, check_settings
+    from fedscope.federation.server_app import check_settings
 
     run_dir = Path(run_dir).resolve()
     if max_parallel < 1:
@@ -117,6 +116,22 @@ def run_simulation(
         RUN_DIR_KEY: str(run_dir),
         "resume": resume,
     }
+    with layout.exclusive(run_dir):
+        return _simulate(run_dir, num_supernodes, overrides, max_parallel, quiet)
+
+
+def _simulate(
+    run_dir: Path,
+    num_supernodes: int,
+    overrides: dict[str, RunConfigValue],
+    max_parallel: int,
+    quiet: bool,
+) -> SimulationResult:
+    from flwr.simulation import run_simulation as flower_run_simulation
+
+    from fedscope.federation.client_app import build_client_app
+    from fedscope.federation.server_app import build_server_app
+
     status_path = layout.status_path(run_dir)
     status_path.unlink(missing_ok=True)  # a stale "done" must not pass for this run's
 

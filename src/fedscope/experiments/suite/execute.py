@@ -26,6 +26,7 @@ from fedscope.experiments.suite.base import (
     StoredExperiment,
     StoredRun,
 )
+from fedscope.federation import run_dir as layout
 from fedscope.privacy import PrivacySettingsError
 
 INDEX_FILE = "experiment.json"
@@ -91,11 +92,13 @@ def check_stored_runs(plan: Plan, root: Path) -> None:
     would come after hours spent on the runs before it.
     """
     for spec, seed, run_dir in _planned(plan, root):
-        if run_state(run_dir) != "new":
+        if (run_dir / runner.CONFIG_FILE).is_file():
             check_same_config(run_dir, plan.config(spec, seed))
 
 
 def run_state(run_dir: Path) -> str:
+    if layout.in_use_by(run_dir) is not None:
+        return "in use"
     if (run_dir / runner.RESULTS_FILE).is_file():
         return "stored"
     if (run_dir / runner.CONFIG_FILE).is_file():
@@ -107,17 +110,20 @@ def run_or_reuse(
     run_dir: Path, cfg: ExperimentConfig, check: bool = True
 ) -> tuple[dict[str, Any], float | None]:
     """(results, seconds trained now; None when reused). PrivacySettingsError is raised before
-    anything is written when a privacy plan refuses the budget."""
-    state = run_state(run_dir)
-    if state != "new" and check:
-        check_same_config(run_dir, cfg)
-    if state == "stored":
-        return json.loads((run_dir / runner.RESULTS_FILE).read_text()), None
-    if state == "new":
-        runner.prepare_run(cfg, run_dir)
-    t0 = time.perf_counter()
-    out = runner.train(run_dir, resume=state == "interrupted")
-    return out, time.perf_counter() - t0
+    anything is written when a privacy plan refuses the budget, RunInUseError when another
+    process is training the run (so that two experiment commands can share a grid)."""
+    # Held from the state check on: a second process must not prepare or resume it meanwhile.
+    with layout.exclusive(run_dir):
+        state = run_state(run_dir)
+        if state != "new" and check:
+            check_same_config(run_dir, cfg)
+        if state == "stored":
+            return json.loads((run_dir / runner.RESULTS_FILE).read_text()), None
+        if state == "new":
+            runner.prepare_run(cfg, run_dir)
+        t0 = time.perf_counter()
+        out = runner.train(run_dir, resume=state == "interrupted")
+        return out, time.perf_counter() - t0
 
 
 def _previous_walls(root: Path) -> dict[str, float]:
@@ -175,7 +181,8 @@ def dry_run(plan: Plan, root: Path) -> list[dict[str, Any]]:
     rows = []
     for spec, seed, run_dir in _planned(plan, root):
         state = run_state(run_dir)
-        differences = [] if state == "new" else config_differences(run_dir, plan.config(spec, seed))
+        stored = (run_dir / runner.CONFIG_FILE).is_file()
+        differences = config_differences(run_dir, plan.config(spec, seed)) if stored else []
         rows.append(
             {
                 "label": spec.label,
@@ -222,6 +229,9 @@ def execute(exp: Experiment, plan: Plan, root: Path, echo: Echo = print) -> dict
         except PrivacySettingsError as exc:
             entry |= {"status": "infeasible", "note": str(exc), "wall_s": None}
             echo(f"  {shown}: infeasible: {exc}")
+        except layout.RunInUseError as exc:
+            entry |= {"status": "in use", "note": exc.holder, "wall_s": None}
+            echo(f"  {shown}: being trained by {exc.holder}; skipped (run again to include it)")
         else:
             reused = seconds is None
             entry |= {
