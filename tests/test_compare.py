@@ -132,6 +132,21 @@ def test_compare_two_real_runs_and_a_run_against_its_floor(tmp_path: Path):
     )
     assert overall["difference"] == pytest.approx(overall["a"] - overall["b"])
 
+    # the experiment report's paired table says the same, seed by seed, with the floor as a row
+    from fedscope.experiments.suite.base import StoredRun, domains_of, paired_table
+
+    stored = {
+        label: [StoredRun(spec=None, seed=0, run_dir=d, results=r)]
+        for label, d, r in (("A", run_a, results_a), ("B", run_b, results_b))
+    }
+    domains = domains_of(results_a)
+    table = paired_table("A", stored, domains)
+    assert [row[0] for row in table.rows] == ["B (seed 0)", "popularity (floor) (seed 0)"]
+    first = next(r for r in ab["rows"] if r["group"] == domains[0] and r["metric"] == "HR@10")
+    cell = f"{100 * first['difference']:+.2f} ± {100 * first['standard_error']:.2f}"
+    assert table.rows[0][1] in (cell, f"**{cell}**")
+    assert (table.rows[0][1] == f"**{cell}**") == (first["reading"] != "not shown")
+
     p = run_cli(
         "compare",
         str(run_a),

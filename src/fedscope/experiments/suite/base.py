@@ -368,6 +368,70 @@ def metric_table(
     return Table(title, columns, rows, caption)
 
 
+def _stored_ranks(run: StoredRun, protocol: str, role: str) -> Any:
+    from fedscope.evaluation.paired import load_ranks
+    from fedscope.experiments.runner import RANKS_FILE
+
+    path = run.run_dir / RANKS_FILE
+    return load_ranks(path, f"test.{protocol}.{role}") if path.is_file() else None
+
+
+def paired_table(
+    reference: str,
+    groups: dict[str, list[StoredRun]],
+    domains: Sequence[str],
+    metric: str = "HR@10",
+) -> Table | None:
+    """``reference`` (A) against every other row and the popularity floor (B), seed by seed,
+    paired on the test instances: A − B ± the standard error of the per-instance difference,
+    bold where the 95% interval excludes zero. Only seeds whose runs stored per-instance
+    ranks appear; None when there are none."""
+    from fedscope.evaluation.paired import MismatchedEvaluationError, paired_differences
+
+    references = {r.seed: r for r in groups.get(reference, [])}
+    others: list[tuple[str, StoredRun | None]] = [
+        (label, run) for label, runs in groups.items() if label != reference for run in runs
+    ]
+    others += [("popularity (floor)", None)]
+    rows = []
+    for label, other in others:
+        for seed, ref in sorted(references.items()):
+            if other is not None and other.seed != seed:
+                continue
+            cells = []
+            for protocol in PROTOCOLS:
+                a = _stored_ranks(ref, protocol, "model")
+                b = _stored_ranks(other or ref, protocol, "model" if other else "popularity")
+                try:
+                    found = {} if a is None or b is None else paired_differences(a, b, (metric,))
+                except MismatchedEvaluationError:
+                    found = {}
+                by_group = {d.group: d for d in found} if found else {}
+                for domain in domains:
+                    d = by_group.get(domain)
+                    cell = (
+                        "–"
+                        if d is None
+                        else (f"{100 * d.difference:+.2f} ± {100 * d.standard_error:.2f}")
+                    )
+                    cells.append(
+                        f"**{cell}**" if d is not None and d.reading != "not shown" else cell
+                    )
+            if any(c != "–" for c in cells):
+                rows.append([f"{label} (seed {seed})", *cells])
+    if not rows:
+        return None
+    columns = ["B"] + [f"{protocol} {domain}" for protocol in PROTOCOLS for domain in domains]
+    return Table(
+        f"Paired test on the test instances: {reference} (A) minus each row (B), {metric} (%)",
+        columns,
+        rows,
+        "A − B on the same instances and candidates, ± the standard error of the per-instance "
+        "difference; bold where the 95% interval excludes zero. One row per seed whose runs "
+        "stored per-instance ranks (ranks.npz); the test set's sampling error only.",
+    )
+
+
 def hit_rate_standard_error(hit_rate: float, n: int) -> float:
     """Standard error of a hit rate's mean over ``n`` instances whose hits are 0 or 1 (exact
     when no target is tied with a competitor; ties make the per-instance value fractional and

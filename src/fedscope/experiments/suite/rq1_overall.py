@@ -22,6 +22,7 @@ from fedscope.experiments.suite.base import (
     Summary,
     default_seeds,
     metric_table,
+    paired_table,
     protocol_label,
 )
 
@@ -117,6 +118,9 @@ class OverallComparison(Experiment):
                     stored.domains(),
                 )
             )
+        paired = paired_table(GRID[0][0], groups, stored.domains())
+        if paired is not None:
+            out.tables.append(paired)
         return out
 
 
