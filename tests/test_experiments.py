@@ -174,6 +174,11 @@ def test_table_cells_format_metrics_as_percent_and_rounds_as_rounds() -> None:
     assert fmt_rounds([200]) == "200"
     assert fmt_rounds([100, 150]) == "125.0 ± 25.0"
     assert fmt_rounds([]) == "–"
+    # the HTML report keeps the Markdown report's bold, and escapes the rest
+    from fedscope.experiments.suite.base import inline_html
+
+    assert inline_html("mode: **quick** <b>") == "mode: <strong>quick</strong> &lt;b&gt;"
+    assert inline_html("**+1.00 ± 0.20**") == "<strong>+1.00 ± 0.20</strong>"
 
 
 def test_tables_state_the_test_sets_sampling_error_of_hr10() -> None:

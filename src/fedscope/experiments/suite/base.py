@@ -23,6 +23,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -161,7 +162,7 @@ class Table:
     def html(self) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
         body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            "<tr>" + "".join(f"<td>{inline_html(c)}</td>" for c in row) + "</tr>"
             for row in self.rows
         )
         cap = f"<p>{html.escape(self.caption)}</p>" if self.caption else ""
@@ -169,6 +170,11 @@ class Table:
             f"<h4>{html.escape(self.title)}</h4><table><thead><tr>{head}</tr></thead>"
             f"<tbody>{body}</tbody></table>{cap}"
         )
+
+
+def inline_html(text: str) -> str:
+    """Text written for the Markdown report, for HTML: escaped, with ``**bold**`` spans kept."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
 
 
 @dataclass

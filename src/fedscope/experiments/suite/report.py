@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from fedscope.experiments.suite import available
-from fedscope.experiments.suite.base import Summary
+from fedscope.experiments.suite.base import Summary, inline_html
 from fedscope.experiments.suite.execute import find_indexes, load_stored
 
 Format = Literal["markdown", "html"]
@@ -142,7 +142,9 @@ def _html(sections: list[Section], root: Path, stamp: str, out: Path) -> str:
         idx = s.index
         body.append(f"<h2>{e(idx['title'])} ({e(idx['experiment'])}, {e(idx['mode'])})</h2>")
         body.append(f"<p>{e(idx['description'])}</p>")
-        body.append("<ul>" + "".join(f"<li>{e(f)}</li>" for f in _facts(idx, s.n_runs)) + "</ul>")
+        body.append(
+            "<ul>" + "".join(f"<li>{inline_html(f)}</li>" for f in _facts(idx, s.n_runs)) + "</ul>"
+        )
         notes = [*idx.get("notes", []), *s.summary.notes]
         if notes:
             body.append("<p>Notes:</p><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
