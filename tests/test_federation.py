@@ -179,6 +179,14 @@ def test_a_run_directory_has_one_writing_process(tmp_path: Path) -> None:
         with layout.exclusive(tmp_path), layout.exclusive(tmp_path / "." / ""):
             # re-entrant within a process (the simulation's ServerApp thread takes it again)
             assert "process" in (tmp_path / layout.LOCK_FILE).read_text()
+        # a directory the lock had to create, and nothing else was written to, is removed
+        fresh = tmp_path / "refused-run"
+        with layout.exclusive(fresh):
+            assert (fresh / layout.LOCK_FILE).is_file()
+        assert not fresh.exists()
+        with layout.exclusive(fresh):
+            (fresh / "config.json").write_text("{}")
+        assert (fresh / "config.json").is_file()
     finally:
         if holder.poll() is None:
             holder.kill()

@@ -283,6 +283,9 @@ class RunInUseError(FileExistsError):
 
 # Run directories this process holds: resolved path -> (lock file descriptor, nesting depth).
 _held: dict[Path, tuple[int, int]] = {}
+# Those whose directory the lock itself created: left empty, they are removed on release, so a
+# refused attempt (e.g. an infeasible privacy budget) leaves nothing behind.
+_created: set[Path] = set()
 _held_guard = threading.Lock()
 
 
@@ -302,8 +305,11 @@ def exclusive(run_dir: Path) -> Iterator[None]:
             fd, depth = _held[key]
             _held[key] = (fd, depth + 1)
         else:
+            existed = key.is_dir()
             fd = _acquire(key) if fcntl is not None else -1
             _held[key] = (fd, 1)
+            if not existed:
+                _created.add(key)
     try:
         yield
     finally:
@@ -313,6 +319,11 @@ def exclusive(run_dir: Path) -> Iterator[None]:
                 _held[key] = (fd, depth - 1)
             else:
                 del _held[key]
+                if key in _created:
+                    _created.discard(key)
+                    if key.is_dir() and [p.name for p in key.iterdir()] in ([LOCK_FILE], []):
+                        (key / LOCK_FILE).unlink(missing_ok=True)
+                        key.rmdir()
                 if fd >= 0:
                     os.close(fd)  # releases the lock
 
