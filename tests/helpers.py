@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -50,3 +53,29 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         env=env,
         timeout=600,
     )
+
+
+@contextmanager
+def run_held_by_another_process(run_dir: Path) -> Iterator[subprocess.Popen]:
+    """Another Python process holding ``run_dir``'s writer lock until the block ends (or until
+    the caller kills it: the kernel drops the lock with the process)."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\n"
+            "from fedscope.federation.run_dir import exclusive\n"
+            f"with exclusive({str(run_dir)!r}):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait(timeout=30)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.helpers import run_held_by_another_process
 
 from fedscope.experiments.suite import available, get
 from fedscope.experiments.suite.execute import (
@@ -132,21 +133,7 @@ def test_a_run_another_process_is_training_is_skipped_not_touched(tmp_path: Path
     spec = plan.runs[0]
     run_dir = run_dir_of(root, plan, spec, 0)
     runner.prepare_run(plan.config(spec, 0), run_dir)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time\n"
-            "from fedscope.federation.run_dir import exclusive\n"
-            f"with exclusive({str(run_dir)!r}):\n"
-            "    print('held', flush=True)\n"
-            "    time.sleep(120)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with run_held_by_another_process(run_dir) as holder:
         before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
         rows = dry_run(plan, root)
         assert rows[0]["state"] == "in use" and {r["state"] for r in rows[1:]} == {"new"}
@@ -159,9 +146,6 @@ def test_a_run_another_process_is_training_is_skipped_not_touched(tmp_path: Path
             assert p.returncode == 2 and f"in use by process {holder.pid} " in message
             assert "Traceback" not in message
         assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before  # untouched
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
     assert dry_run(plan, root)[0]["state"] == "interrupted"
 
 

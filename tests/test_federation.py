@@ -20,6 +20,7 @@ import pytest
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.compat.grid_client_proxy import GridClientProxy
+from tests.helpers import run_held_by_another_process
 from tests.toy_task import DEFAULTS, ToyTask, make_run_dir, reference_run
 
 from fedscope.data.errors import DataError
@@ -154,23 +155,8 @@ def test_checkpoints_round_trip_and_are_written_atomically(tmp_path: Path) -> No
 
 def test_a_run_directory_has_one_writing_process(tmp_path: Path) -> None:
     import signal
-    import sys
 
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time\n"
-            "from fedscope.federation.run_dir import exclusive\n"
-            f"with exclusive({str(tmp_path)!r}):\n"
-            "    print('held', flush=True)\n"
-            "    time.sleep(120)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with run_held_by_another_process(tmp_path) as holder:
         in_use = pytest.raises(layout.RunInUseError, match=f"in use by process {holder.pid} ")
         with in_use, layout.exclusive(tmp_path):
             pass
@@ -179,18 +165,14 @@ def test_a_run_directory_has_one_writing_process(tmp_path: Path) -> None:
         with layout.exclusive(tmp_path), layout.exclusive(tmp_path / "." / ""):
             # re-entrant within a process (the simulation's ServerApp thread takes it again)
             assert "process" in (tmp_path / layout.LOCK_FILE).read_text()
-        # a directory the lock had to create, and nothing else was written to, is removed
-        fresh = tmp_path / "refused-run"
-        with layout.exclusive(fresh):
-            assert (fresh / layout.LOCK_FILE).is_file()
-        assert not fresh.exists()
-        with layout.exclusive(fresh):
-            (fresh / "config.json").write_text("{}")
-        assert (fresh / "config.json").is_file()
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait(timeout=30)
+    # a directory the lock had to create, and nothing else was written to, is removed
+    fresh = tmp_path / "refused-run"
+    with layout.exclusive(fresh):
+        assert (fresh / layout.LOCK_FILE).is_file()
+    assert not fresh.exists()
+    with layout.exclusive(fresh):
+        (fresh / "config.json").write_text("{}")
+    assert (fresh / "config.json").is_file()
 
 
 def test_metrics_reader_tolerates_only_a_torn_last_line(tmp_path: Path) -> None:
