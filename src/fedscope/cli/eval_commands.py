@@ -111,11 +111,9 @@ def compare(
 ) -> None:
     """Paired comparison of two runs on the same instances and candidates: A − B per domain,
     with the standard error of the per-instance difference and a 95% interval."""
-    from rich import box
-    from rich.table import Table
-
     from fedscope.evaluation.paired import InstanceRanks, load_ranks, paired_differences
-    from fedscope.experiments.runner import RANKS_FILE
+    from fedscope.evaluation.tables import terminal_table
+    from fedscope.experiments.runner import RANKS_FILE, RESULTS_FILE
 
     def ranks_of(run: Path, role: str) -> InstanceRanks:
         path = run / RANKS_FILE
@@ -123,7 +121,7 @@ def compare(
             hint = (
                 "it was evaluated before per-instance ranks were stored; `fedscope evaluate "
                 f"{run}` writes them (it needs the run's checkpoints)"
-                if (run / "results.json").is_file()
+                if (run / RESULTS_FILE).is_file()
                 else "it is not a finished run directory"
             )
             raise FileNotFoundError(f"{run}: no {RANKS_FILE}; {hint}")
@@ -133,15 +131,14 @@ def compare(
     b = ranks_of(run_a, "popularity") if run_b == "popularity" else ranks_of(Path(run_b), "model")
     rows = paired_differences(a, b, tuple(metric or ("HR@10", "NDCG@10", "MRR")))
     console.print(f"A: {run_a}\nB: {run_b}", highlight=False)
-    table = Table(
-        title=f"A: {a.scorer} · B: {b.scorer} · {split} split · {protocol} · values in %",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
+    table = terminal_table(
+        f"A: {a.scorer} · B: {b.scorer} · {split} split · {protocol} · values in %"
     )
     for col in ("group", "metric", "A", "B", "A − B ± s.e.", "reading"):
-        table.add_column(col, justify="left" if col in ("group", "metric", "reading") else "right")
+        if col in ("group", "metric", "reading"):
+            table.add_column(col, overflow="fold")
+        else:
+            table.add_column(col, justify="right")
     for i, r in enumerate(rows):
         first = i == 0 or rows[i - 1].group != r.group
         table.add_row(

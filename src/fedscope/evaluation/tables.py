@@ -31,6 +31,15 @@ def caption(results: Sequence[EvalResult]) -> str:
     )
 
 
+def terminal_table(title: str) -> Table:
+    """The style of every result table in the terminal: light rules and no outer padding, so
+    that nine columns fit 80; add text columns with ``overflow="fold"`` so that long names wrap
+    (never cut to an ellipsis, which could hide which row is the floor)."""
+    return Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
+
+
 def rich_table(
     results: Sequence[EvalResult],
     groups: Sequence[str] | None = None,
@@ -41,15 +50,7 @@ def rich_table(
     """One row per (group, method), one column per metric, then the standard error of
     ``error_of`` over the group's instances (its sampling error on this test set) and the
     number of instances: fits a terminal of 80 columns."""
-    # Light rules and no outer padding keep nine columns inside 80; long method names wrap
-    # (never cut to an ellipsis, which would hide which row is the floor).
-    table = Table(
-        title=title or caption(results),
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-    )
+    table = terminal_table(title or caption(results))
     table.add_column("group", overflow="fold")
     table.add_column("method", overflow="fold")
     for m in metrics:

@@ -281,11 +281,10 @@ class RunInUseError(FileExistsError):
         self.holder = holder
 
 
-# Run directories this process holds: resolved path -> (lock file descriptor, nesting depth).
-_held: dict[Path, tuple[int, int]] = {}
-# Those whose directory the lock itself created: left empty, they are removed on release, so a
-# refused attempt (e.g. an infeasible privacy budget) leaves nothing behind.
-_created: set[Path] = set()
+# Run directories this process holds: resolved path -> (lock file descriptor, nesting depth,
+# whether the lock created the directory). A directory the lock created and nothing else wrote
+# to is removed on release, so a refused attempt (an infeasible privacy budget) leaves nothing.
+_held: dict[Path, tuple[int, int, bool]] = {}
 _held_guard = threading.Lock()
 
 
@@ -302,28 +301,27 @@ def exclusive(run_dir: Path) -> Iterator[None]:
     key = Path(run_dir).resolve()
     with _held_guard:
         if key in _held:
-            fd, depth = _held[key]
-            _held[key] = (fd, depth + 1)
+            fd, depth, created = _held[key]
+            _held[key] = (fd, depth + 1, created)
         else:
-            existed = key.is_dir()
+            created = not key.is_dir()
             fd = _acquire(key) if fcntl is not None else -1
-            _held[key] = (fd, 1)
-            if not existed:
-                _created.add(key)
+            _held[key] = (fd, 1, created)
     try:
         yield
     finally:
         with _held_guard:
-            fd, depth = _held[key]
+            fd, depth, created = _held.pop(key)
             if depth > 1:
-                _held[key] = (fd, depth - 1)
+                _held[key] = (fd, depth - 1, created)
             else:
-                del _held[key]
-                if key in _created:
-                    _created.discard(key)
-                    if key.is_dir() and [p.name for p in key.iterdir()] in ([LOCK_FILE], []):
-                        (key / LOCK_FILE).unlink(missing_ok=True)
-                        key.rmdir()
+                if (
+                    created
+                    and key.is_dir()
+                    and [p.name for p in key.iterdir()] in ([LOCK_FILE], [])
+                ):
+                    (key / LOCK_FILE).unlink(missing_ok=True)
+                    key.rmdir()
                 if fd >= 0:
                     os.close(fd)  # releases the lock
 

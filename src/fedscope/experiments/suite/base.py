@@ -374,14 +374,6 @@ def metric_table(
     return Table(title, columns, rows, caption)
 
 
-def _stored_ranks(run: StoredRun, protocol: str, role: str) -> Any:
-    from fedscope.evaluation.paired import load_ranks
-    from fedscope.experiments.runner import RANKS_FILE
-
-    path = run.run_dir / RANKS_FILE
-    return load_ranks(path, f"test.{protocol}.{role}") if path.is_file() else None
-
-
 def paired_table(
     reference: str,
     groups: dict[str, list[StoredRun]],
@@ -392,39 +384,52 @@ def paired_table(
     paired on the test instances: A − B ± the standard error of the per-instance difference,
     bold where the 95% interval excludes zero. Only seeds whose runs stored per-instance
     ranks appear; None when there are none."""
-    from fedscope.evaluation.paired import MismatchedEvaluationError, paired_differences
+    from functools import cache
+
+    from fedscope.evaluation.paired import (
+        MismatchedEvaluationError,
+        load_ranks,
+        paired_differences,
+    )
+    from fedscope.experiments.runner import RANKS_FILE
+
+    @cache  # the reference's ranks serve every row
+    def ranks(run_dir: Path, protocol: str, role: str) -> Any:
+        path = run_dir / RANKS_FILE
+        return load_ranks(path, f"test.{protocol}.{role}") if path.is_file() else None
 
     references = {r.seed: r for r in groups.get(reference, [])}
-    others: list[tuple[str, StoredRun | None]] = [
-        (label, run) for label, runs in groups.items() if label != reference for run in runs
+    # (row label, A's run, B's run dir, B's role): each other run against the same seed's A
+    pairs = [
+        (f"{label} (seed {run.seed})", references[run.seed], run.run_dir, "model")
+        for label, runs in groups.items()
+        if label != reference
+        for run in runs
+        if run.seed in references
     ]
-    others += [("popularity (floor)", None)]
+    pairs += [
+        (f"popularity (floor) (seed {seed})", ref, ref.run_dir, "popularity")
+        for seed, ref in sorted(references.items())
+    ]
     rows = []
-    for label, other in others:
-        for seed, ref in sorted(references.items()):
-            if other is not None and other.seed != seed:
-                continue
-            cells = []
-            for protocol in PROTOCOLS:
-                a = _stored_ranks(ref, protocol, "model")
-                b = _stored_ranks(other or ref, protocol, "model" if other else "popularity")
-                try:
-                    found = {} if a is None or b is None else paired_differences(a, b, (metric,))
-                except MismatchedEvaluationError:
-                    found = {}
-                by_group = {d.group: d for d in found} if found else {}
-                for domain in domains:
-                    d = by_group.get(domain)
-                    cell = (
-                        "–"
-                        if d is None
-                        else (f"{100 * d.difference:+.2f} ± {100 * d.standard_error:.2f}")
-                    )
-                    cells.append(
-                        f"**{cell}**" if d is not None and d.reading != "not shown" else cell
-                    )
-            if any(c != "–" for c in cells):
-                rows.append([f"{label} (seed {seed})", *cells])
+    for label, ref, other_dir, role in pairs:
+        cells = []
+        for protocol in PROTOCOLS:
+            a, b = ranks(ref.run_dir, protocol, "model"), ranks(other_dir, protocol, role)
+            try:
+                found = [] if a is None or b is None else paired_differences(a, b, (metric,))
+            except MismatchedEvaluationError:
+                found = []
+            by_group = {d.group: d for d in found}
+            for domain in domains:
+                d = by_group.get(domain)
+                if d is None:
+                    cells.append("–")
+                    continue
+                cell = f"{100 * d.difference:+.2f} ± {100 * d.standard_error:.2f}"
+                cells.append(cell if d.reading == "not shown" else f"**{cell}**")
+        if any(c != "–" for c in cells):
+            rows.append([label, *cells])
     if not rows:
         return None
     columns = ["B"] + [f"{protocol} {domain}" for protocol in PROTOCOLS for domain in domains]
