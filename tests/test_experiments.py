@@ -14,10 +14,12 @@ from tests.helpers import run_held_by_another_process
 
 from fedscope.experiments.suite import available, get
 from fedscope.experiments.suite.execute import (
+    INDEX_FILE,
     StoredRunMismatchError,
     dry_run,
     execute,
     run_dir_of,
+    write_index,
 )
 from fedscope.experiments.suite.rq1_overall import GRID
 from fedscope.methods import available_methods
@@ -147,6 +149,34 @@ def test_a_run_another_process_is_training_is_skipped_not_touched(tmp_path: Path
             assert "Traceback" not in message
         assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before  # untouched
     assert dry_run(plan, root)[0]["state"] == "interrupted"
+
+
+def test_the_index_keeps_runs_another_command_finished(tmp_path: Path) -> None:
+    """Two commands sharing a grid each write the index; whichever writes last, a run either
+    of them finished is listed as done, not as the other's stale "in use"."""
+    path = tmp_path / "exp" / "rq1_overall" / "reduced" / INDEX_FILE
+
+    def entry(name: str, status: str, **more: object) -> dict[str, object]:
+        return {"run_dir": f"rq1_overall/reduced/{name}", "seed": 0, "status": status, **more}
+
+    first = {  # trained a, found b in use
+        "experiment": "rq1_overall",
+        "dataset": "food-kitchen",
+        "runs": [entry("a", "done", wall_s=5.0), entry("b", "in use"), entry("c", "in use")],
+    }
+    second = {  # found a in use, trained b; c is held by a third process throughout
+        "experiment": "rq1_overall",
+        "runs": [entry("a", "in use"), entry("b", "done", wall_s=7.0), entry("c", "in use")],
+    }
+    write_index(path, first)
+    written = write_index(path, second)
+    assert [r["status"] for r in written["runs"]] == ["done", "done", "in use"]
+    assert [r.get("wall_s") for r in written["runs"][:2]] == [5.0, 7.0]
+    assert written["dataset"] == "food-kitchen"
+    assert json.loads(path.read_text()) == written
+    again = write_index(path, first)  # and the other order
+    assert [r["status"] for r in again["runs"]] == ["done", "done", "in use"]
+    assert [r.get("wall_s") for r in again["runs"][:2]] == [5.0, 7.0]
 
 
 def test_table_cells_format_metrics_as_percent_and_rounds_as_rounds() -> None:

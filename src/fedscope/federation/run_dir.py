@@ -22,7 +22,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedscope.data.errors import DataError, Problem
+from fedscope.files import atomic_write, atomic_write_text
 
 try:
     import fcntl
@@ -91,7 +91,7 @@ def write_task_spec(run_dir: Path, factory: str) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / TASK_FILE
-    _atomic_write_text(path, json.dumps({"factory": factory}, indent=1) + "\n")
+    atomic_write_text(path, json.dumps({"factory": factory}, indent=1) + "\n")
     return path
 
 
@@ -171,7 +171,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     def write(fh: Any) -> None:
         np.savez(fh, **arrays)
 
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
@@ -266,7 +266,7 @@ def keep_metrics_up_to(run_dir: Path, last_round: int) -> int:
     raw_lines = [ln for ln in path.read_text(encoding="utf-8").split("\n") if ln.strip()]
     if len(kept) == len(raw_lines):
         return 0
-    _atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return len(raw_lines) - len(kept)
 
 
@@ -376,7 +376,7 @@ def _acquire(run_dir: Path, probe: bool = False) -> int:
 def write_status(run_dir: Path, state: str, **fields: Any) -> None:
     """Record the ServerApp's state; the simulation driver reads it after Flower returns."""
     record = {"state": state, "time": time.time(), **fields}
-    _atomic_write_text(status_path(run_dir), json.dumps(record, indent=1) + "\n")
+    atomic_write_text(status_path(run_dir), json.dumps(record, indent=1) + "\n")
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:
@@ -388,43 +388,3 @@ def read_status(run_dir: Path) -> dict[str, Any] | None:
     except json.JSONDecodeError as exc:
         raise DataError([Problem(path, exc.lineno, f"not valid JSON: {exc.msg}")]) from exc
     return status if isinstance(status, dict) else None
-
-
-# --- atomic writes ---------------------------------------------------------------------------
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    def write(fh: Any) -> None:
-        fh.write(text.encode("utf-8"))
-
-    _atomic_write(path, write)
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory as the target, so os.replace is a rename within one file system.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable across a power loss; harmless where unsupported.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -22,8 +22,6 @@ tell "no semantics" apart if they want to.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from fedscope.data.dataset import CrossDomainDataset
+from fedscope.files import atomic_write, atomic_write_text
 from fedscope.semantics.schemas import Status
 
 FORMAT_VERSION = 1
@@ -88,22 +87,7 @@ def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
     # features, and about half the item rows of a partly titled catalogue are N/A zeros.
     # Dense, a K=50 Food-Kitchen store took 1.3 GB; np.load reads both kinds, so stores
     # written uncompressed before stay readable.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 class SemanticStore:
@@ -150,7 +134,7 @@ class SemanticStore:
                     "write to another --out folder"
                 )
             return
-        _atomic_write_text(self.path / MANIFEST, json.dumps({**head, "parts": {}}, indent=2))
+        atomic_write_text(self.path / MANIFEST, json.dumps({**head, "parts": {}}, indent=2))
 
     def write_part(self, name: str, part: SidePart, extra: dict[str, Any] | None = None) -> Path:
         """Save ``items`` or a user scope (``all``, ``client-0003``) and record it."""
@@ -167,7 +151,7 @@ class SemanticStore:
             "counts": part.counts(),
             **(extra or {}),
         }
-        _atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=2))
+        atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=2))
         return self.path / file
 
     # --- reading -------------------------------------------------------------------------------

@@ -6,6 +6,11 @@ checking that it holds the configuration the plan asks for); one with only confi
 interrupted and is resumed; otherwise it is prepared and trained. The index
 ``<root>/<experiment>/<mode>/experiment.json`` is rewritten after every run, so an
 interrupted experiment still lists what it finished.
+
+Two experiment commands may share one grid (each skips the runs the other is training, as
+``in use``). Each rewrite of the index therefore merges: under a lock, an entry this command
+left ``in use`` takes the other command's ``done`` entry for the same run, so whichever command
+writes last, the index lists every run either of them finished.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from fedscope.experiments.suite.base import (
     StoredRun,
 )
 from fedscope.federation import run_dir as layout
+from fedscope.files import atomic_write_text, locked
 from fedscope.privacy import PrivacySettingsError
 
 INDEX_FILE = "experiment.json"
+INDEX_LOCK = ".experiment.lock"
 Echo = Callable[[str], None]
 
 
@@ -249,9 +256,35 @@ def execute(exp: Experiment, plan: Plan, root: Path, echo: Echo = print) -> dict
         index["runs"].append(entry)
         index["wall_s_this_call"] = round(time.perf_counter() - t_start, 1)
         index["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
-        index_path.write_text(json.dumps(index, indent=2))
-    index_path.write_text(json.dumps(index, indent=2))
-    return index
+        index = write_index(index_path, index)
+    return write_index(index_path, index)
+
+
+def write_index(index_path: Path, index: dict[str, Any]) -> dict[str, Any]:
+    """Write ``index`` to ``index_path``, first taking from the index already there every run
+    that this one lists as ``in use`` and that one as ``done`` (another command finished it).
+    Returns what was written."""
+    index_path = Path(index_path)
+    with locked(index_path.parent / INDEX_LOCK):
+        try:
+            there = json.loads(index_path.read_text()) if index_path.is_file() else {}
+        except json.JSONDecodeError:
+            there = {}  # a torn file from before writes were atomic: ours replaces it
+        finished = {
+            (r.get("run_dir"), r.get("seed")): r
+            for r in there.get("runs", [])
+            if r.get("status") == "done"
+        }
+        runs = []
+        for entry in index["runs"]:
+            other = finished.get((entry["run_dir"], entry["seed"]))
+            runs.append(other if entry.get("status") == "in use" and other else entry)
+        merged = index | {"runs": runs}
+        for key in ("dataset", "dataset_fingerprint", "protocol", "protocol_note"):
+            if key in there:
+                merged.setdefault(key, there[key])
+        atomic_write_text(index_path, json.dumps(merged, indent=2))
+    return merged
 
 
 # --- reading back --------------------------------------------------------------------------------
