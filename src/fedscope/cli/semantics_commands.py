@@ -105,6 +105,14 @@ def augment(
         int | None,
         typer.Option("--limit", min=0, help="Process only the first N items / users (per client)."),
     ] = None,
+    order: Annotated[
+        Literal["catalogue", "popularity"],
+        typer.Option(
+            "--order",
+            help="Which items come first (and which --limit keeps): catalogue order, or the "
+            "most interacted items of the training split first.",
+        ),
+    ] = "catalogue",
     run_dir: Annotated[
         Path | None,
         typer.Option("--run-dir", help="A prepared run: users are augmented per client."),
@@ -158,7 +166,7 @@ def augment(
     """
     from fedscope.data import load_dataset
     from fedscope.data.partition import load_partitioning
-    from fedscope.semantics.augment import Augmenter, Catalogue, client_view
+    from fedscope.semantics.augment import Augmenter, Catalogue, client_view, item_order
     from fedscope.semantics.cache import SemanticCache
     from fedscope.semantics.encoder import EncoderUnavailableError, SentenceEncoder
     from fedscope.semantics.llm import GenerationSettings, LlamaGenerator, LLMUnavailableError
@@ -221,8 +229,8 @@ def augment(
             if bar is not None:
                 bar.start()
             if side in ("items", "both"):
-                part, report = job.augment_items(catalogue, limit)
-                store.write_part("items", part, {"report": report.as_dict()})
+                part, report = job.augment_items(catalogue, limit, item_order(ds, order))
+                store.write_part("items", part, {"report": report.as_dict(), "order": order})
                 reports.append(report)
             if side in ("users", "both"):
                 for view in views:

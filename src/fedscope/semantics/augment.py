@@ -58,6 +58,7 @@ from fedscope.semantics.schemas import (
 from fedscope.semantics.store import SidePart
 
 Backend = Literal["llm", "encoder"]
+ItemOrder = Literal["catalogue", "popularity"]
 ProgressFn = Callable[[str, int, int], None]  # (label, done, total)
 CHUNK = 64  # entities per encoder batch and per cache commit of vectors
 
@@ -86,6 +87,21 @@ class Catalogue:
             found = item_facts(d.name, attrs)
             self._facts[global_id] = found
         return found
+
+
+def item_order(dataset: CrossDomainDataset, order: ItemOrder) -> np.ndarray:
+    """Global item ids in the order an item job visits them, so that ``limit`` keeps a prefix.
+
+    ``catalogue``: by id. ``popularity``: most training interactions first (ties by id), so a
+    limited run of a slow backend spends its budget on the items most histories contain. The
+    counts are the catalogue owner's aggregate over training interactions; no user's data
+    enters a prompt through them.
+    """
+    if order == "catalogue":
+        return np.arange(dataset.n_items_total, dtype=np.int64)
+    if order == "popularity":
+        return np.argsort(-dataset.train_item_counts(), kind="stable").astype(np.int64)
+    raise ValueError(f"unknown item order {order!r}; use 'catalogue' or 'popularity'")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ def _register() -> None:
     from fedscope.experiments.suite import (
         convergence,
         rq1_overall,
+        rq2_generative,
         rq2_semantics,
         rq3_iidcl,
         rq4_cold_start,
@@ -26,6 +27,7 @@ def _register() -> None:
         rq1_overall,
         convergence,
         rq2_semantics,
+        rq2_generative,
         rq3_iidcl,
         rq4_cold_start,
         rq5_standalone,

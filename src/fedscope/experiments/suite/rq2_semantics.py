@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fedscope.config import ExperimentConfig
 from fedscope.experiments.suite import rq1_overall
 from fedscope.experiments.suite.base import (
     PROTOCOLS,
@@ -28,6 +29,9 @@ from fedscope.experiments.suite.base import (
     metric_table,
     protocol_label,
 )
+
+if TYPE_CHECKING:
+    from fedscope.semantics.augment import Backend, ItemOrder
 
 NAME = "rq2_semantics"
 STORE = "{root}/rq2_semantics/{mode}/semantics-encoder"
@@ -82,45 +86,73 @@ def with_semantics(mode: Mode) -> RunSpec:
 
 def build_store(plan: Plan, root: Path, echo: Any) -> Path:
     """Write the plan's semantic store (items, and users per client) unless it is complete."""
+    spec = next(s for s in plan.runs if s.owner == NAME)
+    limit = QUICK_LIMIT if plan.mode == "quick" else None
+    return write_store(plan.config(spec, spec.seeds[0]), echo, item_limit=limit, user_limit=limit)
+
+
+def write_store(
+    cfg: ExperimentConfig,
+    echo: Any,
+    *,
+    backend: Backend = "encoder",
+    users: bool = True,
+    item_limit: int | None = None,
+    user_limit: int | None = None,
+    order: ItemOrder = "catalogue",
+) -> Path:
+    """Write the store ``cfg.semantics.store`` names, for ``cfg``'s data and partition: items
+    (the first ``item_limit`` in ``order``), and each client's users unless ``users`` is
+    False. Parts already written are kept, so an interrupted store resumes part by part (and
+    within a part from the answer cache)."""
     from fedscope.data import load_dataset
     from fedscope.experiments import runner
-    from fedscope.semantics.augment import Augmenter, Catalogue, client_view
+    from fedscope.semantics.augment import Augmenter, Catalogue, client_view, item_order
     from fedscope.semantics.cache import SemanticCache
     from fedscope.semantics.encoder import SentenceEncoder
     from fedscope.semantics.store import MANIFEST, SemanticStore, client_scope
 
-    spec = next(s for s in plan.runs if s.owner == NAME)
-    cfg = plan.config(spec, spec.seeds[0])
     out = Path(cfg.semantics.store or "")
     dataset = load_dataset(cfg.data.name, cfg.data.data_dir, **cfg.data.options)
     partitioning = runner.make_partitioning(cfg, dataset)
-    wanted = {"items", *(client_scope(c.client_id) for c in partitioning.clients)}
-    store = SemanticStore(out)
+    wanted = {"items"}
+    if users:
+        wanted |= {client_scope(c.client_id) for c in partitioning.clients}
     manifest = out / MANIFEST
     have = set(json.loads(manifest.read_text()).get("parts", {})) if manifest.is_file() else set()
     if wanted <= have:
         echo(f"semantic store: {out} (complete, reused)")
         return out
-    limit = QUICK_LIMIT if plan.mode == "quick" else None
+    sides = f"items and {len(partitioning.clients)} clients' users" if users else "items only"
+    limits = "".join(
+        f", at most {n} {what}" for n, what in ((item_limit, "items"), (user_limit, "users")) if n
+    )
     echo(
-        f"semantic store: writing {out} (encoder backend, {len(partitioning.clients)} clients"
-        + (f", at most {limit} items/users per part" if limit else "")
+        f"semantic store: writing {out} ({backend} backend, {sides}{limits}"
+        + (f", items by {order}" if order != "catalogue" else "")
         + ")"
     )
     t0 = time.perf_counter()
-    encoder = SentenceEncoder()
+    threads = cfg.train.threads
+    encoder = SentenceEncoder(threads=threads)
+    generator = None
+    if backend == "llm":
+        from fedscope.semantics.llm import LlamaGenerator
+
+        generator = LlamaGenerator(threads=threads)
     catalogue = Catalogue(dataset.domains)
+    store = SemanticStore(out)
     with SemanticCache(None) as cache:
-        job = Augmenter(encoder, cache)
+        job = Augmenter(encoder, cache, generator)
         store.begin(dataset, job.identity(), encoder.dim)
         if "items" not in have:
-            part, report = job.augment_items(catalogue, limit)
-            store.write_part("items", part, {"report": report.as_dict()})
-        for client in partitioning.clients:
+            part, report = job.augment_items(catalogue, item_limit, item_order(dataset, order))
+            store.write_part("items", part, {"report": report.as_dict(), "order": order})
+        for client in partitioning.clients if users else ():
             if client_scope(client.client_id) in have:
                 continue
             view = client_view(dataset, client)
-            part, report = job.augment_users(view, catalogue, dataset.n_users, limit)
+            part, report = job.augment_users(view, catalogue, dataset.n_users, user_limit)
             store.write_part(report.scope, part, {"report": report.as_dict()})
     echo(f"semantic store written in {time.perf_counter() - t0:.0f}s")
     return out
