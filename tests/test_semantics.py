@@ -743,3 +743,20 @@ def test_generative_subset_stores_describe_the_same_most_interacted_items(
     said.clear()
     exp.prepare(plan, root, said.append)  # complete stores are reused, nothing regenerated
     assert all("complete, reused" in s for s in said) and len(said) == 2
+
+
+def test_store_progress_lines_for_experiment_logs():
+    from fedscope.experiments.suite.rq2_semantics import ProgressLines
+
+    lines: list[str] = []
+    progress = ProgressLines(lines.append, every=0.0)
+    progress("items (catalogue)", 0, 4)
+    assert lines == []  # nothing done yet, nothing to say
+    progress("items (catalogue)", 2, 4)
+    assert len(lines) == 1 and "items (catalogue): 2/4 (" in lines[0] and "min left" in lines[0]
+    progress("items (catalogue)", 4, 4)
+    assert "4/4" in lines[1] and "left" not in lines[1]
+    quiet = ProgressLines(lines.append, every=3600.0)
+    quiet("users (client-0001)", 0, 10)
+    quiet("users (client-0001)", 10, 10)  # a part shorter than `every` ends without a line
+    assert len(lines) == 2

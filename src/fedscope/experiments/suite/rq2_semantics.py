@@ -143,7 +143,7 @@ def write_store(
     catalogue = Catalogue(dataset.domains)
     store = SemanticStore(out)
     with SemanticCache(None) as cache:
-        job = Augmenter(encoder, cache, generator)
+        job = Augmenter(encoder, cache, generator, progress=ProgressLines(echo))
         store.begin(dataset, job.identity(), encoder.dim)
         if "items" not in have:
             part, report = job.augment_items(catalogue, item_limit, item_order(dataset, order))
@@ -156,6 +156,28 @@ def write_store(
             store.write_part(report.scope, part, {"report": report.as_dict()})
     echo(f"semantic store written in {time.perf_counter() - t0:.0f}s")
     return out
+
+
+class ProgressLines:
+    """Augmentation progress as a line every ``every`` seconds (and at the end of a part), with
+    throughput and time left: an experiment's log, unlike a terminal, has no progress bar."""
+
+    def __init__(self, echo: Any, every: float = 60.0):
+        self.echo, self.every = echo, every
+        self.started: dict[str, float] = {}
+        self.last_line = 0.0
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        start = self.started.setdefault(label, now)
+        if done < total and now - self.last_line < self.every:
+            return
+        if done == 0 or (done == total and now - start < self.every):
+            return  # short parts (a client's users with the encoder) stay quiet
+        self.last_line = now
+        rate = done / (now - start) if now > start else 0.0
+        left = f", about {(total - done) / rate / 60:.0f} min left" if rate and done < total else ""
+        self.echo(f"  {label}: {done:,}/{total:,} ({rate:.2f}/s{left})")
 
 
 class SemanticsAblation(Experiment):
