@@ -4,7 +4,9 @@ Run directories (checkpoints included) live under ignored folders such as bench/
 lost with the machine that trained them. This keeps what the tables and convergence plots
 are made from: ``config.json``, ``run.json``, ``results.json`` and ``metrics.jsonl`` (plus
 ``privacy_report.json``, ``alignment.json`` and the per-instance ``ranks.npz`` where present);
-checkpoints are left out.
+checkpoints are left out. An experiment folder's index (``experiment.json``) and the manifests
+of its semantic stores (``<store>/manifest.json``: what each backend answered) come along;
+the store's feature arrays do not.
 
     python bench/archive_runs.py bench/runs/fk-v2 bench/results/runs/fk-v2
 
@@ -39,6 +41,12 @@ def archive(source: Path, target: Path) -> list[str]:
             if (run / name).is_file():
                 shutil.copy2(run / name, dest / name)
         copied.append(run.name)
+    if (source / "experiment.json").is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / "experiment.json", target / "experiment.json")
+    for manifest in sorted(source.glob("*/manifest.json")):
+        (target / manifest.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(manifest, target / manifest.parent.name / "manifest.json")
     return copied
 
 
