@@ -474,6 +474,34 @@ def protocol_label(results: dict[str, Any], protocol: str) -> str:
     return f"sampled ({results['test']['sampled'][0]['n_negatives']} negatives)"
 
 
+def protocol_tables(
+    stored: StoredExperiment,
+    title: str,
+    metrics: Sequence[str] = METRICS_PAPER,
+    groups: dict[str, list[StoredRun]] | None = None,
+    subset: str | None = None,
+    caption: str = "",
+) -> list[Table]:
+    """One :func:`metric_table` per protocol (sampled, full), titled "<title>, <protocol>";
+    rows are ``groups`` (default: the stored runs by label). None when nothing is stored."""
+    if not stored.runs:
+        return []
+    first = stored.runs[0].results
+    groups = stored.by_label() if groups is None else groups
+    return [
+        metric_table(
+            f"{title}, {protocol_label(first, protocol)}",
+            groups,
+            protocol,
+            stored.domains(),
+            metrics,
+            subset=subset,
+            caption=caption,
+        )
+        for protocol in PROTOCOLS
+    ]
+
+
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 

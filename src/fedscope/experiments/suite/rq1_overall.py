@@ -14,16 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedscope.experiments.suite.base import (
-    PROTOCOLS,
     Experiment,
     Mode,
     RunSpec,
     StoredExperiment,
     Summary,
     default_seeds,
-    metric_table,
     paired_table,
-    protocol_label,
+    protocol_tables,
 )
 
 # (label, method, regime, extra overrides)
@@ -108,16 +106,7 @@ class OverallComparison(Experiment):
         groups = stored.by_label()
         if not stored.runs:
             return out
-        first = stored.runs[0].results
-        for protocol in PROTOCOLS:
-            out.tables.append(
-                metric_table(
-                    f"Test metrics (%), {protocol_label(first, protocol)}",
-                    groups,
-                    protocol,
-                    stored.domains(),
-                )
-            )
+        out.tables += protocol_tables(stored, "Test metrics (%)", groups=groups)
         paired = paired_table(GRID[0][0], groups, stored.domains())
         if paired is not None:
             out.tables.append(paired)

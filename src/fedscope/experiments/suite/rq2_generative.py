@@ -20,7 +20,6 @@ from typing import Any
 
 from fedscope.experiments.suite import rq2_semantics
 from fedscope.experiments.suite.base import (
-    PROTOCOLS,
     Experiment,
     Mode,
     Plan,
@@ -29,8 +28,7 @@ from fedscope.experiments.suite.base import (
     Summary,
     Table,
     default_seeds,
-    metric_table,
-    protocol_label,
+    protocol_tables,
 )
 
 NAME = "rq2_generative"
@@ -127,19 +125,8 @@ class GenerativeSemantics(Experiment):
 
     def summarise(self, stored: StoredExperiment, figures: Path) -> Summary:
         out = Summary()
-        if not stored.runs:
-            return out
-        first = stored.runs[0].results
-        for protocol in PROTOCOLS:
-            out.tables.append(
-                metric_table(
-                    f"Test metrics (%) by source of item features, {protocol_label(first, protocol)}",
-                    stored.by_label(),
-                    protocol,
-                    stored.domains(),
-                    rq2_semantics.TABLE6_METRICS,
-                )
-            )
+        title = "Test metrics (%) by source of item features"
+        out.tables += protocol_tables(stored, title, rq2_semantics.TABLE6_METRICS)
         answers = answer_table(stored)
         if answers is not None:
             out.tables.append(answers)

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from fedscope.config import ExperimentConfig
 from fedscope.experiments.suite import rq1_overall
 from fedscope.experiments.suite.base import (
-    PROTOCOLS,
     Experiment,
     Mode,
     Plan,
@@ -26,8 +25,7 @@ from fedscope.experiments.suite.base import (
     StoredExperiment,
     Summary,
     default_seeds,
-    metric_table,
-    protocol_label,
+    protocol_tables,
 )
 
 if TYPE_CHECKING:
@@ -215,22 +213,8 @@ class SemanticsAblation(Experiment):
         build_store(plan, root, echo)
 
     def summarise(self, stored: StoredExperiment, figures: Path) -> Summary:
-        out = Summary()
-        if not stored.runs:
-            return out
-        groups = stored.by_label()
-        first = stored.runs[0].results
-        for protocol in PROTOCOLS:
-            out.tables.append(
-                metric_table(
-                    f"Test metrics (%) by semantic features, {protocol_label(first, protocol)}",
-                    groups,
-                    protocol,
-                    stored.domains(),
-                    TABLE6_METRICS,
-                )
-            )
-        return out
+        title = "Test metrics (%) by semantic features"
+        return Summary(tables=protocol_tables(stored, title, TABLE6_METRICS))
 
 
 EXPERIMENT = SemanticsAblation()

@@ -13,15 +13,13 @@ from pathlib import Path
 
 from fedscope.experiments.suite import rq1_overall, rq2_semantics
 from fedscope.experiments.suite.base import (
-    PROTOCOLS,
     Experiment,
     Mode,
     Plan,
     RunSpec,
     StoredExperiment,
     Summary,
-    metric_table,
-    protocol_label,
+    protocol_tables,
 )
 
 SUBSET = "history<=5"
@@ -76,18 +74,13 @@ class ColdStart(Experiment):
         first = stored.runs[0].results
         counts = first["test"]["sampled"][0]["counts"]
         sizes = ", ".join(f"{d} {counts.get(f'{d}|{SUBSET}', 0)}" for d in stored.domains())
-        for protocol in PROTOCOLS:
-            out.tables.append(
-                metric_table(
-                    f"Cold-start test metrics (%), {protocol_label(first, protocol)}",
-                    stored.by_label(),
-                    protocol,
-                    stored.domains(),
-                    TABLE7_METRICS,
-                    subset=SUBSET,
-                    caption=f"Cold-start test instances per domain: {sizes}.",
-                )
-            )
+        out.tables += protocol_tables(
+            stored,
+            "Cold-start test metrics (%)",
+            TABLE7_METRICS,
+            subset=SUBSET,
+            caption=f"Cold-start test instances per domain: {sizes}.",
+        )
         return out
 
 

@@ -18,7 +18,6 @@ import numpy as np
 
 from fedscope.experiments.suite import rq1_overall
 from fedscope.experiments.suite.base import (
-    PROTOCOLS,
     Experiment,
     Figure,
     Mode,
@@ -28,8 +27,7 @@ from fedscope.experiments.suite.base import (
     Summary,
     Table,
     fmt_mean_std,
-    metric_table,
-    protocol_label,
+    protocol_tables,
     pyplot,
     save_figure,
 )
@@ -139,17 +137,8 @@ class Standalone(Experiment):
         groups = stored.by_label()
         if not stored.runs:
             return out
-        first = stored.runs[0].results
-        for protocol in PROTOCOLS:
-            out.tables.append(
-                metric_table(
-                    f"Test metrics (%), all clients' instances, {protocol_label(first, protocol)}",
-                    groups,
-                    protocol,
-                    stored.domains(),
-                    ("HR@10", "NDCG@10", "MRR"),
-                )
-            )
+        title = "Test metrics (%), all clients' instances"
+        out.tables += protocol_tables(stored, title, ("HR@10", "NDCG@10", "MRR"), groups=groups)
         fed_by_seed = {r.seed: r for r in groups.get(FEDERATED, [])}
         local_by_seed = {r.seed: r for r in groups.get(STANDALONE, [])}
         seeds = sorted(set(fed_by_seed) & set(local_by_seed))
