@@ -468,6 +468,15 @@ def test_resume_after_limit_via_the_cli(encoder, tmp_path):
     full = SemanticStore.load(out)
     np.testing.assert_array_equal(full.item_features[:10], partial.item_features[:10])
     assert full.manifest["prompt_version"] == PROMPT_VERSION
+    # --order popularity: --limit keeps the most interacted items instead of the first ids
+    popular = run("--limit", "5", "--order", "popularity", "--out", str(tmp_path / "popular"))
+    assert popular["processed"] == 5 and popular["encoded"] == 0  # all from the cache
+    ds = load_dataset("synthetic", None, n_users=40, n_items=30)
+    top5 = np.argsort(-ds.train_item_counts(), kind="stable")[:5]
+    store = SemanticStore.load(tmp_path / "popular")
+    np.testing.assert_array_equal(np.nonzero(store.item_mask)[0], np.sort(top5))
+    np.testing.assert_array_equal(store.item_features[top5], full.item_features[top5])
+    assert store.manifest["parts"]["items"]["order"] == "popularity"
 
 
 def test_per_client_store_via_a_prepared_run(encoder, tmp_path):
