@@ -240,12 +240,26 @@ def test_quick_experiment_end_to_end_and_report_from_stored_runs(tmp_path: Path)
 
     runs_before = sorted(p.parent for p in root.rglob("config.json"))
     stamps = {p: (p / "results.json").stat().st_mtime_ns for p in runs_before}
+    # RQ1 indexed from what is stored (rq5's two runs are RQ1's), training nothing
+    cli("experiment", "rq1_overall", "--quick", "--root", str(root), *TINY, "--stored-only")
+    rq1 = json.loads((root / "rq1_overall" / "quick" / "experiment.json").read_text())
+    statuses = {r["name"]: r["status"] for r in rq1["runs"]}
+    assert statuses.pop("fedscope-federated") == statuses.pop("fedscope-local") == "done"
+    assert set(statuses.values()) == {"not run"} and len(statuses) == 6
+    assert sorted(p.name for p in (root / "rq1_overall" / "quick").iterdir()) == [
+        ".experiment.lock",
+        "experiment.json",
+        "fedscope-federated-s0",
+        "fedscope-local-s0",
+    ]
     cli("report", "--root", str(root), "--out", str(out))
     assert sorted(p.parent for p in root.rglob("config.json")) == runs_before
     assert {p: (p / "results.json").stat().st_mtime_ns for p in runs_before} == stamps
 
     report = (out / "report.md").read_text()
     assert "synthetic" in report and index["code_version"] in report
+    assert "- finished runs: 2 of 8" in report
+    assert "- not finished: FedSCOPE w/o IIDCL, seed 0 (not run); FedCSR-style" in report
     title = "Test metrics (%), all clients' instances, sampled (999 negatives)"
     cells = _table_cells(report, title, "FedSCOPE (federated) (n=1)")
     metrics = results["test"]["sampled"][0]["metrics"]

@@ -68,6 +68,14 @@ def experiment(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List the runs, their overrides and which are stored.")
     ] = False,
+    stored_only: Annotated[
+        bool,
+        typer.Option(
+            "--stored-only",
+            help="Train nothing: index the runs already stored and list the others as not "
+            "run, so that `fedscope report` shows a partial grid.",
+        ),
+    ] = False,
 ) -> None:
     """Run (or resume) one of the paper's experiments; finished runs are reused."""
     from fedscope.experiments.suite import get
@@ -116,7 +124,9 @@ def experiment(
             console.print(f"missing: {item}", highlight=False)
         return
     t0 = time.perf_counter()
-    index = execute(exp, plan, root, echo=lambda s: console.print(s, highlight=False))
+    index = execute(
+        exp, plan, root, echo=lambda s: console.print(s, highlight=False), train=not stored_only
+    )
     done = sum(r["status"] == "done" for r in index["runs"])
     console.print(
         f"{done}/{len(index['runs'])} runs finished in {time.perf_counter() - t0:.0f}s · index "

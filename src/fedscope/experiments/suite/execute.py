@@ -9,7 +9,7 @@ interrupted experiment still lists what it finished.
 
 Two experiment commands may share one grid (each skips the runs the other is training, as
 ``in use``). Each rewrite of the index therefore merges: under a lock, an entry this command
-left ``in use`` takes the other command's ``done`` entry for the same run, so whichever command
+did not finish takes the other command's ``done`` entry for the same run, so whichever command
 writes last, the index lists every run either of them finished.
 """
 
@@ -204,8 +204,13 @@ def dry_run(plan: Plan, root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def execute(exp: Experiment, plan: Plan, root: Path, echo: Echo = print) -> dict[str, Any]:
-    """Train or reuse every run of ``plan`` under ``root``; write and return the index."""
+def execute(
+    exp: Experiment, plan: Plan, root: Path, echo: Echo = print, train: bool = True
+) -> dict[str, Any]:
+    """Train or reuse every run of ``plan`` under ``root``; write and return the index.
+
+    ``train=False`` trains and prepares nothing: the index lists the stored runs as done and
+    every other run as ``not run`` (or ``in use``), so a report can show a partial grid."""
     root = Path(root)
     folder = experiment_folder(root, exp.name, plan.mode)
     folder.mkdir(parents=True, exist_ok=True)
@@ -220,7 +225,8 @@ def execute(exp: Experiment, plan: Plan, root: Path, echo: Echo = print) -> dict
     for item in plan.missing:
         echo(f"missing: {item}")
     check_stored_runs(plan, root)
-    exp.prepare(plan, root, echo)
+    if train:
+        exp.prepare(plan, root, echo)
     t_start = time.perf_counter()
     for spec, seed, run_dir in _planned(plan, root):
         shown = str(run_dir.relative_to(root))
@@ -230,6 +236,11 @@ def execute(exp: Experiment, plan: Plan, root: Path, echo: Echo = print) -> dict
             "run_dir": shown,
             "config": f"{shown}/{runner.CONFIG_FILE}",
         }
+        state = "stored" if train else run_state(run_dir)
+        if state != "stored":
+            entry |= {"status": "in use" if state == "in use" else "not run", "wall_s": None}
+            index["runs"].append(entry)
+            continue
         try:
             # check=False: check_stored_runs compared every stored run before the loop.
             results, seconds = run_or_reuse(run_dir, cfg, check=False)
@@ -262,7 +273,7 @@ def execute(exp: Experiment, plan: Plan, root: Path, echo: Echo = print) -> dict
 
 def write_index(index_path: Path, index: dict[str, Any]) -> dict[str, Any]:
     """Write ``index`` to ``index_path``, first taking from the index already there every run
-    that this one lists as ``in use`` and that one as ``done`` (another command finished it).
+    that this one does not list as done and that one does (another command finished it).
     Returns what was written."""
     index_path = Path(index_path)
     with locked(index_path.parent / INDEX_LOCK):
@@ -278,7 +289,7 @@ def write_index(index_path: Path, index: dict[str, Any]) -> dict[str, Any]:
         runs = []
         for entry in index["runs"]:
             other = finished.get((entry["run_dir"], entry["seed"]))
-            runs.append(other if entry.get("status") == "in use" and other else entry)
+            runs.append(other if entry.get("status") != "done" and other else entry)
         merged = index | {"runs": runs}
         for key in ("dataset", "dataset_fingerprint", "protocol", "protocol_note"):
             if key in there:

@@ -66,6 +66,12 @@ def _facts(index: dict, n_runs: int) -> list[str]:
         "overrides (every run): " + (" ".join(index["base_overrides"]) or "none"),
         f"finished runs: {n_runs} of {len(index['runs'])}",
     ]
+    unfinished = [r for r in index["runs"] if r.get("status") != "done"]
+    if unfinished:
+        facts.append(
+            "not finished: "
+            + "; ".join(f"{r['label']}, seed {r['seed']} ({r.get('status')})" for r in unfinished)
+        )
     if index.get("extra_sets"):
         facts.append("extra --set: " + " ".join(index["extra_sets"]))
     if walls:
