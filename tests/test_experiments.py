@@ -169,6 +169,9 @@ def test_the_index_keeps_runs_another_command_finished(tmp_path: Path) -> None:
         "experiment": "rq1_overall",
         "runs": [entry("a", "in use"), entry("b", "done", wall_s=7.0), entry("c", "in use")],
     }
+    for name in ("a", "b"):  # finished runs have their results on disk
+        (path.parents[2] / "rq1_overall" / "reduced" / name).mkdir(parents=True)
+        (path.parents[2] / "rq1_overall" / "reduced" / name / "results.json").write_text("{}")
     write_index(path, first)
     written = write_index(path, second)
     assert [r["status"] for r in written["runs"]] == ["done", "done", "in use"]
@@ -178,6 +181,10 @@ def test_the_index_keeps_runs_another_command_finished(tmp_path: Path) -> None:
     again = write_index(path, first)  # and the other order
     assert [r["status"] for r in again["runs"]] == ["done", "done", "in use"]
     assert [r.get("wall_s") for r in again["runs"][:2]] == [5.0, 7.0]
+    # a run deleted since (to train it again) is not resurrected from the old entry
+    (path.parents[2] / "rq1_overall" / "reduced" / "a" / "results.json").unlink()
+    after = write_index(path, second)
+    assert [r["status"] for r in after["runs"]] == ["in use", "done", "in use"]
 
 
 def test_table_cells_format_metrics_as_percent_and_rounds_as_rounds() -> None:

@@ -273,9 +273,10 @@ def execute(
 
 def write_index(index_path: Path, index: dict[str, Any]) -> dict[str, Any]:
     """Write ``index`` to ``index_path``, first taking from the index already there every run
-    that this one does not list as done and that one does (another command finished it).
-    Returns what was written."""
+    that this one does not list as done and that one does (another command finished it; its
+    results must still be on disk). Returns what was written."""
     index_path = Path(index_path)
+    root = index_path.parent.parents[1]  # <root>/<experiment>/<mode>/experiment.json
     with locked(index_path.parent / INDEX_LOCK):
         try:
             there = json.loads(index_path.read_text()) if index_path.is_file() else {}
@@ -285,6 +286,7 @@ def write_index(index_path: Path, index: dict[str, Any]) -> dict[str, Any]:
             (r.get("run_dir"), r.get("seed")): r
             for r in there.get("runs", [])
             if r.get("status") == "done"
+            and (root / str(r.get("run_dir")) / runner.RESULTS_FILE).is_file()
         }
         runs = []
         for entry in index["runs"]:
