@@ -164,6 +164,7 @@ class ProgressLines:
         self.echo, self.every = echo, every
         self.started: dict[str, float] = {}
         self.last_line = 0.0
+        self.last_said: tuple[str, int] | None = None
 
     def __call__(self, label: str, done: int, total: int) -> None:
         now = time.perf_counter()
@@ -172,7 +173,9 @@ class ProgressLines:
             return
         if done == 0 or (done == total and now - start < self.every):
             return  # short parts (a client's users with the encoder) stay quiet
-        self.last_line = now
+        if self.last_said == (label, done):
+            return  # the job reports the end of a part twice (last item, last chunk)
+        self.last_line, self.last_said = now, (label, done)
         rate = done / (now - start) if now > start else 0.0
         left = f", about {(total - done) / rate / 60:.0f} min left" if rate and done < total else ""
         self.echo(f"  {label}: {done:,}/{total:,} ({rate:.2f}/s{left})")
