@@ -361,7 +361,8 @@ def metric_table(
         rows.append([f"{label} (n={len(runs)})", *cells])
     if floor_source is not None:
         if not caption:
-            caption = " ".join(floor_source["test"][protocol][0].get("notes", []))
+            notes = floor_source["test"][protocol][0].get("notes", [])
+            caption = " ".join(n if n.endswith(".") else f"{n}." for n in notes)
         counts = floor_source["test"][protocol][0]["counts"]
         errors = sampling_error_note(row_hr10, counts)
         caption = f"{caption} {errors}".strip() if errors else caption
