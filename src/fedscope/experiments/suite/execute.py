@@ -239,6 +239,7 @@ def execute(
         state = "stored" if train else run_state(run_dir)
         if state != "stored":
             entry |= {"status": "in use" if state == "in use" else "not run", "wall_s": None}
+            echo(f"  {shown}: {spec.label}: {entry['status']}")
             index["runs"].append(entry)
             continue
         try:
