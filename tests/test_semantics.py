@@ -754,19 +754,42 @@ def test_generative_subset_stores_describe_the_same_most_interacted_items(
     assert all("complete, reused" in s for s in said) and len(said) == 2
 
 
-def test_store_progress_lines_for_experiment_logs():
+def test_store_progress_lines_for_experiment_logs(monkeypatch):
+    from fedscope.experiments.suite import rq2_semantics
     from fedscope.experiments.suite.rq2_semantics import ProgressLines
+
+    now = [0.0]
+    monkeypatch.setattr(rq2_semantics.time, "perf_counter", lambda: now[0])
+
+    def call(progress: ProgressLines, done: int, total: int, at: float) -> None:
+        now[0] = at
+        progress("items (catalogue)", done, total)
 
     lines: list[str] = []
     progress = ProgressLines(lines.append, every=0.0)
-    progress("items (catalogue)", 0, 4)
+    call(progress, 0, 4, 0.0)
     assert lines == []  # nothing done yet, nothing to say
-    progress("items (catalogue)", 2, 4)
-    assert len(lines) == 1 and "items (catalogue): 2/4 (" in lines[0] and "min left" in lines[0]
-    progress("items (catalogue)", 4, 4)
-    progress("items (catalogue)", 4, 4)  # the end of a part is reported twice, said once
-    assert "4/4" in lines[1] and "left" not in lines[1] and len(lines) == 2
-    quiet = ProgressLines(lines.append, every=3600.0)
-    quiet("users (client-0001)", 0, 10)
-    quiet("users (client-0001)", 10, 10)  # a part shorter than `every` ends without a line
-    assert len(lines) == 2
+    call(progress, 2, 4, 4.0)
+    assert lines == ["  items (catalogue): 2/4 (0.50/s, about 0 min left)"]
+    call(progress, 4, 4, 8.0)
+    call(progress, 4, 4, 8.0)  # the end of a part is reported twice, said once
+    assert lines[1:] == ["  items (catalogue): 4/4 (0.50/s)"]
+
+    # A resumed part: 90 answers come from the cache at once, then each new one takes 1 s.
+    resumed: list[str] = []
+    progress = ProgressLines(resumed.append, every=5.0)
+    for done in range(0, 91):
+        call(progress, done, 100, 100.0 + 0.001 * done)
+    for done in range(91, 101):
+        call(progress, done, 100, 100.09 + (done - 90))
+    assert resumed == [
+        "  items (catalogue): 1/100 (from the cache)",  # the first line comes at once
+        "  items (catalogue): 95/100 (1.00/s, about 0 min left)",
+        "  items (catalogue): 100/100 (1.00/s)",
+    ]
+
+    quiet: list[str] = []
+    progress = ProgressLines(quiet.append, every=3600.0)
+    call(progress, 0, 10, 200.0)
+    call(progress, 10, 10, 210.0)  # a part shorter than `every` ends without a line
+    assert quiet == []

@@ -158,17 +158,27 @@ def write_store(
 
 class ProgressLines:
     """Augmentation progress as a line every ``every`` seconds (and at the end of a part), with
-    throughput and time left: an experiment's log, unlike a terminal, has no progress bar."""
+    throughput and time left: an experiment's log, unlike a terminal, has no progress bar.
 
-    def __init__(self, echo: Any, every: float = 60.0):
-        self.echo, self.every = echo, every
+    The rate counts only work done: answers served from the cache (a resumed store) arrive in
+    a burst, calls under ``burst`` seconds apart, and move the start of the measured window past
+    them instead of inflating the rate."""
+
+    def __init__(self, echo: Any, every: float = 60.0, burst: float = 0.05):
+        self.echo, self.every, self.burst = echo, every, burst
         self.started: dict[str, float] = {}
+        self.window: dict[str, tuple[float, int]] = {}  # (time, done) the rate is measured from
+        self.previous: dict[str, tuple[float, int]] = {}  # the last call, per part
         self.last_line = 0.0
         self.last_said: tuple[str, int] | None = None
 
     def __call__(self, label: str, done: int, total: int) -> None:
         now = time.perf_counter()
         start = self.started.setdefault(label, now)
+        previous_time, _ = self.previous.get(label, (now, done))
+        if label not in self.window or now - previous_time < self.burst:
+            self.window[label] = (now, done)
+        self.previous[label] = (now, done)
         if done < total and now - self.last_line < self.every:
             return
         if done == 0 or (done == total and now - start < self.every):
@@ -176,9 +186,11 @@ class ProgressLines:
         if self.last_said == (label, done):
             return  # the job reports the end of a part twice (last item, last chunk)
         self.last_line, self.last_said = now, (label, done)
-        rate = done / (now - start) if now > start else 0.0
+        window_time, window_done = self.window[label]
+        rate = (done - window_done) / (now - window_time) if now > window_time else 0.0
+        speed = f" ({rate:.2f}/s" if rate else " (from the cache"
         left = f", about {(total - done) / rate / 60:.0f} min left" if rate and done < total else ""
-        self.echo(f"  {label}: {done:,}/{total:,} ({rate:.2f}/s{left})")
+        self.echo(f"  {label}: {done:,}/{total:,}{speed}{left})")
 
 
 class SemanticsAblation(Experiment):
