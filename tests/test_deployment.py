@@ -100,6 +100,7 @@ def test_a_node_bundle_trains_exactly_like_the_whole_data_set(tmp_path: Path) ->
         theirs = node.client_update(k, weights, 2)
         assert theirs.n_users == mine.n_users
         assert mine.metrics["batches"] > 0
+        assert 0 < mine.metrics["compute_s"] <= mine.metrics["update_s"]
         for a, b in zip(mine.delta, theirs.delta, strict=True):
             np.testing.assert_array_equal(a, b)
         private_full = full.privatiser(mine.delta, k, 2, None)

@@ -310,6 +310,8 @@ def test_simulation_applies_exactly_the_papers_update(
             reference.validation[row["round"]]["MRR"], rel=1e-12
         )
         assert row["client_train"] is not None and row["client_train"]["loss"] > 0
+        # seconds in the ClientApp (timing_mod): part of the round, never more
+        assert 0 < row["client_train"]["app_s"] < row["fit_s"]
         assert row["fit_s"] > 0 and row["eval_s"] is not None
     for got, want in zip(_last_weights(run_dir), reference.weights, strict=True):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)

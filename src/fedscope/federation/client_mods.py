@@ -1,9 +1,10 @@
 """The client update path as small composable Flower mods.
 
-``@app.train(mods=[optional_secaggplus_mod, encode_weighted_mod, privatise_mod])``: the
-first mod listed is the outermost, so a train reply travels
+``@app.train(mods=[optional_secaggplus_mod, timing_mod, encode_weighted_mod, privatise_mod])``:
+the first mod listed is the outermost, so a train reply travels
 
-    handler (local training, Delta_k) -> privatise -> encode -> SecAgg+ masking -> wire
+    handler (local training, Delta_k) -> privatise -> encode -> (timing) -> SecAgg+ masking
+    -> wire
 
 which is the paper's order: local optimisation, privacy sanitisation, secure aggregation.
 Each mod only touches TRAIN messages; queries pass straight through.
@@ -11,6 +12,7 @@ Each mod only touches TRAIN messages; queries pass straight through.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -28,6 +30,8 @@ from fedscope.federation.task import FederatedTask, Weights
 STATE_RECORD = "fedscope.client"
 
 TaskOf = Callable[[Context], FederatedTask]
+
+APP_SECONDS = "app_s"  # train reply metric: seconds in the ClientApp (see timing_mod)
 
 
 class Privatiser(Protocol):
@@ -65,6 +69,28 @@ def optional_secaggplus_mod(msg: Message, ctx: Context, call_next: ClientAppCall
     if msg.metadata.message_type == MessageType.TRAIN and wire.runs_secaggplus(msg):
         return secaggplus_mod(msg, ctx, call_next)
     return call_next(msg, ctx)
+
+
+def timing_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
+    """Report ``app_s``: the seconds this train message spent in the ClientApp, from the
+    handler's first line (reading the weights) to the encoded update, mods included.
+
+    Against the task's ``update_s`` and ``compute_s`` it splits a round's time into model
+    computation, client-side bookkeeping, record (de)serialisation, and what happens
+    outside the ClientApp (transport, scheduling, the server). Under SecAgg+ no metric is
+    sent at all (metrics travel in plaintext), so neither is this one.
+    """
+    if msg.metadata.message_type != MessageType.TRAIN or _secure(msg):
+        return call_next(msg, ctx)
+    started = time.perf_counter()
+    reply = call_next(msg, ctx)
+    if not reply.has_error():
+        wire.add_metric(reply, APP_SECONDS, time.perf_counter() - started)
+    return reply
+
+
+def _secure(msg: Message) -> bool:
+    return wire.runs_secaggplus(msg) or bool(wire.read_fit_config(msg).get("secagg", False))
 
 
 def make_encode_weighted_mod(task_of: TaskOf) -> Mod:
@@ -132,7 +158,12 @@ def make_privatise_mod(task_of: TaskOf) -> Mod:
 
 def client_update_mods(task_of: TaskOf) -> list[Mod]:
     """The train mods in list order (outermost first)."""
-    return [optional_secaggplus_mod, make_encode_weighted_mod(task_of), make_privatise_mod(task_of)]
+    return [
+        optional_secaggplus_mod,
+        timing_mod,
+        make_encode_weighted_mod(task_of),
+        make_privatise_mod(task_of),
+    ]
 
 
 def _check_same_shapes(before: Weights, after: Any, client: int) -> None:

@@ -8,16 +8,18 @@ writes that layout. This module is the only importer of Flower's
 
 from __future__ import annotations
 
+import io
 from typing import cast
 
+import numpy as np
 from flwr.app import ArrayRecord, Message
 from flwr.common import (
     Code,
     FitRes,
+    Parameters,
     Scalar,
     Status,
     ndarrays_to_parameters,
-    parameters_to_ndarrays,
 )
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common.recorddict_compat import (
@@ -35,10 +37,35 @@ FITRES_NUM_EXAMPLES = "fitres.num_examples"
 FITRES_METRICS = "fitres.metrics"
 
 
+def parameters_to_weights(parameters: Parameters) -> Weights:
+    """The arrays of legacy ``Parameters``, as read-only views of its bytes (no copy).
+
+    Flower's ``parameters_to_ndarrays`` copies every array out of its ``.npy`` bytes;
+    for a model of tens of MB, received by the server once per sampled client and
+    decoded on both sides, that copy was a sizeable part of a round. numpy's own
+    format reader parses each header, and the data is then viewed where it lies.
+    """
+    return [_npy_view(blob) for blob in parameters.tensors]
+
+
+def _npy_view(blob: bytes) -> np.ndarray:
+    stream = io.BytesIO(blob)
+    major, _ = np.lib.format.read_magic(stream)
+    read_header = (
+        np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran_order, dtype = read_header(stream)
+    if dtype.hasobject:
+        raise ValueError("refusing an array of Python objects in a weights message")
+    count = int(np.prod(shape, dtype=np.int64))
+    flat = np.frombuffer(blob, dtype=dtype, count=count, offset=stream.tell())
+    return flat.reshape(shape, order="F" if fortran_order else "C")
+
+
 def read_fitins(msg: Message) -> tuple[Weights, dict[str, Scalar]]:
     """The global weights and the fit config a train message carries."""
     fitins = recorddict_to_fitins(msg.content, keep_input=True)
-    return parameters_to_ndarrays(fitins.parameters), dict(fitins.config)
+    return parameters_to_weights(fitins.parameters), dict(fitins.config)
 
 
 def read_fit_config(msg: Message) -> dict[str, Scalar]:
@@ -61,7 +88,7 @@ def fitres_reply(
 
 def get_update(reply: Message) -> Weights:
     record = reply.content.array_records[FITRES_PARAMETERS]
-    return parameters_to_ndarrays(arrayrecord_to_parameters(record, keep_input=True))
+    return parameters_to_weights(arrayrecord_to_parameters(record, keep_input=True))
 
 
 def set_update(reply: Message, update: Weights) -> None:
@@ -82,6 +109,11 @@ def get_metrics(reply: Message) -> dict[str, Scalar]:
     return cast(dict[str, Scalar], dict(reply.content.config_records[FITRES_METRICS]))
 
 
+def add_metric(reply: Message, key: str, value: float) -> None:
+    """Add one plaintext metric to a train reply (never under SecAgg+: see the client app)."""
+    reply.content.config_records[FITRES_METRICS][key] = value
+
+
 def runs_secaggplus(msg: Message) -> bool:
     """Whether the server drives this train message through the SecAgg+ protocol."""
     return RECORD_KEY_CONFIGS in msg.content.config_records
@@ -93,4 +125,4 @@ def weights_to_record(weights: Weights) -> ArrayRecord:
 
 
 def record_to_weights(record: ArrayRecord) -> Weights:
-    return parameters_to_ndarrays(arrayrecord_to_parameters(record, keep_input=True))
+    return parameters_to_weights(arrayrecord_to_parameters(record, keep_input=True))

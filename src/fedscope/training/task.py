@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,12 @@ def _copy_into(params: list[torch.nn.Parameter], weights: Weights) -> None:
         for p, w in zip(params, weights, strict=True):
             if tuple(p.shape) != tuple(w.shape):
                 raise ValueError(f"parameter shape {tuple(p.shape)} does not match array {w.shape}")
-            p.copy_(torch.from_numpy(np.asarray(w, dtype=np.float32)))
+            with warnings.catch_warnings():
+                # Weights decoded from a message are read-only views of its bytes; torch
+                # warns about any read-only array, but copy_ only reads the source.
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                source = torch.from_numpy(np.asarray(w, dtype=np.float32))
+            p.copy_(source)
 
 
 def validation_evaluator(dataset: CrossDomainDataset, eval_config: EvalConfig) -> Evaluator:
@@ -266,6 +272,7 @@ class RecommendationTask:
                 f"client {client_id}: received partners' representations, but this run has "
                 "federation.exchange_representations off"
             )
+        update_started = time.perf_counter()
         partners = None
         part_users = self.partitioning.clients[client_id].users
         if exchange:
@@ -294,6 +301,8 @@ class RecommendationTask:
         check_finite_update(delta, f"client {client_id}, round {server_round}")
         n_users = int(part_users.shape[0])
         outbox = self._outbox(client_id, data, server_round) if exchange else None
+        # compute plus loading the weights, the delta and its check (and data, the first time)
+        stats["update_s"] = time.perf_counter() - update_started
         return ClientUpdate(delta=delta, n_users=n_users, metrics=stats, outbox=outbox)
 
     def _outbox(self, client_id: int, data: object, server_round: int) -> bytes | None:
