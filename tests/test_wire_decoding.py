@@ -55,6 +55,14 @@ def test_arrays_of_python_objects_are_refused() -> None:
         wire.parameters_to_weights(Parameters(tensors=[buffer.getvalue()], tensor_type="numpy"))
 
 
+@pytest.mark.parametrize("cut", [-4, 4])
+def test_arrays_whose_data_is_short_or_padded_are_refused(cut: int) -> None:
+    blob = ndarrays_to_parameters([np.arange(6, dtype=np.float32)]).tensors[0]
+    damaged = blob[:cut] if cut < 0 else blob + b"\0" * cut
+    with pytest.raises(ValueError, match=f"carries {24 + cut} bytes of data, not the 24"):
+        wire.parameters_to_weights(Parameters(tensors=[damaged], tensor_type="numpy"))
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 10, 33])
 def test_mean_of_vectors_is_bit_identical_to_the_stacked_mean(n: int) -> None:
     rng = np.random.default_rng(n)

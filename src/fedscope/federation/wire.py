@@ -58,6 +58,14 @@ def _npy_view(blob: bytes) -> np.ndarray:
     if dtype.hasobject:
         raise ValueError("refusing an array of Python objects in a weights message")
     count = int(np.prod(shape, dtype=np.int64))
+    # A short or padded blob means a corrupted or mismatched message: refuse it
+    # rather than read past the data or silently drop the excess.
+    have, need = len(blob) - stream.tell(), count * dtype.itemsize
+    if have != need:
+        raise ValueError(
+            f"weights message array of shape {shape} and dtype {dtype} carries {have} bytes "
+            f"of data, not the {need} it needs"
+        )
     flat = np.frombuffer(blob, dtype=dtype, count=count, offset=stream.tell())
     return flat.reshape(shape, order="F" if fortran_order else "C")
 
