@@ -107,7 +107,7 @@ def build_client_app(overrides: Mapping[str, RunConfigValue] | None = None) -> C
         state["rounds-trained"] = int(state.get("rounds-trained", 0)) + 1
         state["last-round"] = server_round
         # Under SecAgg+ only the parameters are masked; metrics would travel in plaintext.
-        secagg = wire.runs_secaggplus(msg) or bool(fit_config.get("secagg", False))
+        secagg = wire.secure_round(msg)
         metrics: dict[str, Scalar] = (
             {} if secagg else {k: float(v) for k, v in update.metrics.items()}
         )

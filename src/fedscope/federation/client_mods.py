@@ -80,17 +80,13 @@ def timing_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Mess
     outside the ClientApp (transport, scheduling, the server). Under SecAgg+ no metric is
     sent at all (metrics travel in plaintext), so neither is this one.
     """
-    if msg.metadata.message_type != MessageType.TRAIN or _secure(msg):
+    if msg.metadata.message_type != MessageType.TRAIN or wire.secure_round(msg):
         return call_next(msg, ctx)
     started = time.perf_counter()
     reply = call_next(msg, ctx)
     if not reply.has_error():
         wire.add_metric(reply, APP_SECONDS, time.perf_counter() - started)
     return reply
-
-
-def _secure(msg: Message) -> bool:
-    return wire.runs_secaggplus(msg) or bool(wire.read_fit_config(msg).get("secagg", False))
 
 
 def make_encode_weighted_mod(task_of: TaskOf) -> Mod:

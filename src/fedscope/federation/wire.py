@@ -127,6 +127,13 @@ def runs_secaggplus(msg: Message) -> bool:
     return RECORD_KEY_CONFIGS in msg.content.config_records
 
 
+def secure_round(msg: Message) -> bool:
+    """Whether this train message's update goes to secure aggregation (SecAgg+ driving it,
+    or the run configured for it): then only the parameters are masked, and no plaintext
+    metric may be added to the reply."""
+    return runs_secaggplus(msg) or bool(read_fit_config(msg).get("secagg", False))
+
+
 def weights_to_record(weights: Weights) -> ArrayRecord:
     """The LegacyContext's parameter record for ``weights``."""
     return parameters_to_arrayrecord(ndarrays_to_parameters(weights), keep_input=True)

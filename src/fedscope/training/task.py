@@ -48,16 +48,14 @@ def derived_seed(*parts: int) -> int:
 def _copy_into(params: list[torch.nn.Parameter], weights: Weights) -> None:
     if len(params) != len(weights):
         raise ValueError(f"model has {len(params)} parameter tensors, got {len(weights)} arrays")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Weights decoded from a message are read-only views of its bytes; torch warns
+        # about any read-only array, but copy_ only reads the source.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         for p, w in zip(params, weights, strict=True):
             if tuple(p.shape) != tuple(w.shape):
                 raise ValueError(f"parameter shape {tuple(p.shape)} does not match array {w.shape}")
-            with warnings.catch_warnings():
-                # Weights decoded from a message are read-only views of its bytes; torch
-                # warns about any read-only array, but copy_ only reads the source.
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                source = torch.from_numpy(np.asarray(w, dtype=np.float32))
-            p.copy_(source)
+            p.copy_(torch.from_numpy(np.asarray(w, dtype=np.float32)))
 
 
 def validation_evaluator(dataset: CrossDomainDataset, eval_config: EvalConfig) -> Evaluator:
