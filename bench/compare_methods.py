@@ -34,9 +34,16 @@ METRICS = ("HR@10", "NDCG@10", "MRR")
 
 
 def run_one(
-    root: Path, data: str, method: str, regime: str, seed: int, config: Path | None, sets: list[str]
+    root: Path,
+    data: str,
+    method: str,
+    regime: str,
+    seed: int,
+    config: Path | None,
+    sets: list[str],
+    extra: tuple[str, ...] = (),
 ) -> dict:
-    run_dir = root / f"{run_name(method, regime)}-s{seed}"
+    run_dir = root / f"{run_name(method, regime, extra)}-s{seed}"
     overrides = [
         f"data.name={data}",
         f"method={method}",
@@ -76,7 +83,7 @@ def main() -> None:
         for label, method, regime, extra in grid:
             if args.only and method not in args.only and f"{method}:{regime}" not in args.only:
                 continue
-            run_dir = args.root / f"{run_name(method, regime)}-s{seed}"
+            run_dir = args.root / f"{run_name(method, regime, extra)}-s{seed}"
             if args.report_only:
                 f = run_dir / runner.RESULTS_FILE
                 if not f.is_file():
@@ -84,9 +91,16 @@ def main() -> None:
                 results = json.loads(f.read_text())
             else:
                 results = run_one(
-                    args.root, args.data, method, regime, seed, args.config, [*args.sets, *extra]
+                    args.root,
+                    args.data,
+                    method,
+                    regime,
+                    seed,
+                    args.config,
+                    [*args.sets, *extra],
+                    extra,
                 )
-            spec = RunSpec(label, run_name(method, regime), (), (seed,))
+            spec = RunSpec(label, run_name(method, regime, extra), (), (seed,))
             rows[label].append(StoredRun(spec, seed, run_dir, results))
     finished = [r for runs in rows.values() for r in runs]
     if not finished:

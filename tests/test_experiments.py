@@ -21,7 +21,7 @@ from fedscope.experiments.suite.execute import (
     run_dir_of,
     write_index,
 )
-from fedscope.experiments.suite.rq1_overall import GRID
+from fedscope.experiments.suite.rq1_overall import GRID, run_name
 from fedscope.methods import available_methods
 
 FEDSCOPE = [sys.executable, "-m", "fedscope.cli"]
@@ -79,6 +79,17 @@ def test_rq1_runs_every_registered_method_of_its_grid() -> None:
     missing = get("rq1_overall").missing("quick")
     for _, method, _, _ in GRID:
         assert (method in known) != any(f"{method!r}" in m for m in missing)
+
+
+def test_rq1_lines_of_one_method_get_their_own_run_directories() -> None:
+    assert run_name("sasrec", "federated") == "sasrec-federated"
+    tuned = run_name("gru4rec", "federated", ("train.lr=0.05",))
+    assert tuned == "gru4rec-federated-lr0.05"
+    assert run_name("gru4rec", "federated", ("train.lr=0.05", "model.dropout = 0.1")) == (
+        "gru4rec-federated-lr0.05-dropout0.1"
+    )
+    names = [run_name(m, r, extra) for _, m, r, extra in GRID]
+    assert len(set(names)) == len(names)
 
 
 def test_shared_runs_live_in_their_owner_folder(tmp_path: Path) -> None:

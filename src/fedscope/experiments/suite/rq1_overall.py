@@ -11,6 +11,7 @@ Run directories are named ``<method>-<regime>-s<seed>``, the naming of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from fedscope.experiments.suite.base import (
@@ -39,8 +40,14 @@ GRID: list[tuple[str, str, str, tuple[str, ...]]] = [
 NAME = "rq1_overall"
 
 
-def run_name(method: str, regime: str) -> str:
-    return f"{method}-{regime}"
+def run_name(method: str, regime: str, extra: Sequence[str] = ()) -> str:
+    """``<method>-<regime>``, then ``-<key><value>`` per extra override (``train.lr=0.05`` gives
+    ``-lr0.05``), so that two lines of one method never share a run directory."""
+    suffix = "".join(
+        f"-{key.rsplit('.', 1)[-1].strip()}{value.strip()}"
+        for key, value in (item.split("=", 1) for item in extra)
+    )
+    return f"{method}-{regime}{suffix}"
 
 
 def registered_grid() -> tuple[list[tuple[str, str, str, tuple[str, ...]]], list[str]]:
@@ -57,7 +64,7 @@ def registered_grid() -> tuple[list[tuple[str, str, str, tuple[str, ...]]], list
 def grid_spec(label: str, method: str, regime: str, extra: tuple[str, ...], seeds) -> RunSpec:
     return RunSpec(
         label,
-        run_name(method, regime),
+        run_name(method, regime, extra),
         (f"method={method}", f"federation.regime={regime}", *extra),
         tuple(seeds),
         owner=NAME,
