@@ -1,0 +1,94 @@
+"""bench/validation_table.py and bench/round_overhead.py on real (tiny) federated runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedscope.config import load_config
+from fedscope.experiments import runner
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "method=sasrec",
+    'data.options={"n_users": 300, "n_items": 120}',
+    "partition.n_clients=4",
+    "federation.fraction=0.5",
+    "federation.rounds=2",
+    "eval.every=1",
+    "eval.valid_subset=200",
+    "train.batch_size=32",
+    "train.threads=1",
+]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("probe")
+    runs = []
+    for lr in ("0.001", "0.01"):
+        cfg = load_config(None, [*TINY, f"train.lr={lr}"])
+        run_dir = runner.prepare_run(cfg, root / f"sasrec-lr{lr}")
+        runner.train(run_dir)
+        runs.append(run_dir)
+    return runs
+
+
+@pytest.mark.slow
+def test_validation_table_reads_the_probed_value_and_picks_the_best(two_runs, tmp_path, capsys):
+    table = _script("validation_table")
+    out = tmp_path / "probe.json"
+    assert table.main(["--key", "train.lr", *map(str, two_runs), "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["value"] for r in rows] == [0.001, 0.01]  # from each run's config, not its name
+    for run_dir, row in zip(two_runs, rows, strict=True):
+        results = json.loads((run_dir / "results.json").read_text())
+        assert row["selected_round"] == results["selected_round"]
+        # the per-round validation (the subset the run selects on), as the run's own record of
+        # its best round has it
+        last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+        assert (last["best_round"], 100 * last["best_value"]) == (
+            row["selected_round"],
+            pytest.approx(row["valid_mrr"]),
+        )
+    best = max(rows, key=lambda r: r["valid_mrr"])
+    assert f"best on validation MRR: train.lr={best['value']} " in capsys.readouterr().out
+
+    with pytest.raises(SystemExit, match=r"has no setting 'train\.lrr'"):
+        table.main(["--key", "train.lrr", str(two_runs[0])])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "run.json", "results.json"):
+        (broken / name).write_text((two_runs[0] / name).read_text())
+    lines = (two_runs[0] / "metrics.jsonl").read_text().splitlines()
+    (broken / "metrics.jsonl").write_text(lines[0] + "\n{not json\n")
+    with pytest.raises(SystemExit, match=r"metrics\.jsonl:2: not a JSON line"):
+        table.main(["--key", "train.lr", str(broken)])
+
+
+@pytest.mark.slow
+def test_round_overhead_is_fit_time_against_client_compute(two_runs, tmp_path):
+    overhead = _script("round_overhead")
+    row = overhead.round_overhead(two_runs[0], workers=2)
+    rounds = [json.loads(line) for line in (two_runs[0] / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in rounds if (r.get("client_train") or {}).get("compute_s")]
+    assert row["rounds"] == len(trained) == 2
+    assert row["fit_s"] > 0 and row["ideal_s"] > 0
+    assert row["overhead_share"] == pytest.approx(1 - row["ideal_s"] / row["fit_s"], abs=2e-3)
+    # two sampled clients of four: each received the whole model
+    assert row["mb_to_each_client"] == pytest.approx(trained[0]["bytes_to_clients"] / 2 / 1e6, 0.01)
+    with pytest.raises(SystemExit, match=r"no metrics\.jsonl"):
+        overhead.round_overhead(tmp_path, workers=2)
