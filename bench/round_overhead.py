@@ -43,10 +43,10 @@ def round_overhead(run_dir: Path, workers: int) -> dict[str, float | int | str]:
     return {
         "run": str(run_dir),
         "rounds": len(fit),
-        "fit_s": round(fit_s, 2),
-        "ideal_s": round(ideal_s, 2),
-        "overhead_share": round(1.0 - ideal_s / fit_s, 3),
-        "mb_to_each_client": round(statistics.median(sent) / 1e6, 2),
+        "fit_s": fit_s,
+        "ideal_s": ideal_s,
+        "overhead_share": 1.0 - ideal_s / fit_s,
+        "mb_to_each_client": statistics.median(sent) / 1e6,
     }
 
 
@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['run']} | {r['rounds']} | {r['fit_s']} | {r['ideal_s']} "
-            f"| {r['overhead_share']:.2f} | {r['mb_to_each_client']} |"
+            f"| {r['run']} | {r['rounds']} | {r['fit_s']:.2f} | {r['ideal_s']:.2f} "
+            f"| {r['overhead_share']:.2f} | {r['mb_to_each_client']:.2f} |"
         )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2) + "\n")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -79,3 +81,14 @@ def run_held_by_another_process(run_dir: Path) -> Iterator[subprocess.Popen]:
         if holder.poll() is None:
             holder.kill()
         holder.wait(timeout=30)
+
+
+def load_bench_script(name: str) -> ModuleType:
+    """Import ``bench/<name>.py`` (bench/ is scripts, not a package) as module ``name``."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, f"cannot import {path}"
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

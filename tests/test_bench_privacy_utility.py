@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from tests.helpers import load_bench_script
 
 from fedscope.privacy import noise_multiplier_for_budget
-
-REPO = Path(__file__).resolve().parents[1]
 
 # K = 4 equal clients of 75 users, C = 0.5, T = 2. A noise cap of 5 admits eps_total = 4
 # (eps_k = 1 needs z = 3.7) and refuses eps_total = 1 (eps_k = 0.25 needs z = 11.9).
@@ -45,13 +42,7 @@ TINY = [
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "privacy_utility", REPO / "bench" / "privacy_utility.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("privacy_utility")
 
 
 def _csv(path: Path) -> dict[tuple[str, str], dict[str, str]]:

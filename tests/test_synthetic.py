@@ -9,14 +9,12 @@ signal is switched off, so the assertions are shown to be able to fail.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import re
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.helpers import load_bench_script
 
 from fedscope.data import available, load_dataset
 from fedscope.data.dataset import CrossDomainDataset, Domain
@@ -24,22 +22,11 @@ from fedscope.data.formats import synthetic
 from fedscope.data.formats.synthetic import AGE_RANGES, TOPICS, generate
 from fedscope.evaluation import Evaluator
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = {"n_users": 2000, "n_items": 800}
 TEXT_WEIGHT = 0.02
 
 
-def _load_testbed():
-    path = REPO / "bench" / "synthetic_testbed.py"
-    spec = importlib.util.spec_from_file_location("synthetic_testbed", path)
-    assert spec is not None and spec.loader is not None, f"cannot import {path}"
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["synthetic_testbed"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-testbed = _load_testbed()
+testbed = load_bench_script("synthetic_testbed")
 
 
 @pytest.fixture(scope="module")
