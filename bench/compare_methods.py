@@ -43,6 +43,7 @@ def run_one(
     sets: list[str],
     extra: tuple[str, ...] = (),
 ) -> dict:
+    """One run of the grid line (method, regime, extra), ``sets`` on top of the config."""
     run_dir = root / f"{run_name(method, regime, extra)}-s{seed}"
     overrides = [
         f"data.name={data}",
@@ -50,6 +51,7 @@ def run_one(
         f"federation.regime={regime}",
         f"seed={seed}",
         *sets,
+        *extra,
     ]
     # No settings check on reuse: runs of this grid predate the suite's index and are
     # resumed by the same command line.
@@ -97,7 +99,7 @@ def main() -> None:
                     regime,
                     seed,
                     args.config,
-                    [*args.sets, *extra],
+                    args.sets,
                     extra,
                 )
             spec = RunSpec(label, run_name(method, regime, extra), (), (seed,))

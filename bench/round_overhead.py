@@ -19,17 +19,16 @@ import statistics
 import sys
 from pathlib import Path
 
+from fedscope.cli.errors import run_reporting_errors
+from fedscope.federation.run_dir import metrics_path, read_metrics
+
 
 def round_overhead(run_dir: Path, workers: int) -> dict[str, float | int | str]:
-    path = run_dir / "metrics.jsonl"
+    path = metrics_path(run_dir)
     if not path.is_file():
         raise SystemExit(f"{path}: no metrics.jsonl (is {run_dir} a federated run directory?)")
     fit, ideal, sent = [], [], []
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"{path}:{line_no}: not a JSON line ({exc.msg})") from None
+    for row in read_metrics(run_dir):
         train = row.get("client_train") or {}
         if row.get("fit_s") is None or not train.get("compute_s") or not row.get("sampled"):
             continue  # a round without client training (dropped, resumed at) says nothing here
@@ -70,4 +69,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_reporting_errors(main))

@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fedscope.cli.errors import run_reporting_errors
+from fedscope.federation.run_dir import metrics_path, read_metrics
+
 
 def _read_json(path: Path) -> Any:
     try:
@@ -41,13 +44,8 @@ def probe_row(run_dir: Path, key: str) -> dict[str, Any]:
     config = _read_json(run_dir / "config.json")
     run = _read_json(run_dir / "run.json")
     results = _read_json(run_dir / "results.json")
-    rows = []
-    metrics = run_dir / "metrics.jsonl"
-    for line_no, line in enumerate(metrics.read_text().splitlines(), start=1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"{metrics}:{line_no}: not a JSON line ({exc.msg})") from None
+    metrics = metrics_path(run_dir)
+    rows = read_metrics(run_dir)
     validated = {r["round"]: r["validation"] for r in rows if r.get("validation")}
     if not validated:
         raise SystemExit(f"{metrics}: no validated round")
@@ -96,4 +94,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_reporting_errors(main))

@@ -9,6 +9,7 @@ import pytest
 from tests.helpers import load_bench_script
 
 from fedscope.config import load_config
+from fedscope.data.errors import DataError
 from fedscope.experiments import runner
 
 TINY = [
@@ -64,7 +65,7 @@ def test_validation_table_reads_the_probed_value_and_picks_the_best(two_runs, tm
         (broken / name).write_text((two_runs[0] / name).read_text())
     lines = (two_runs[0] / "metrics.jsonl").read_text().splitlines()
     (broken / "metrics.jsonl").write_text(lines[0] + "\n{not json\n")
-    with pytest.raises(SystemExit, match=r"metrics\.jsonl:2: not a JSON line"):
+    with pytest.raises(DataError, match=r"metrics\.jsonl:2: not valid JSON"):
         table.main(["--key", "train.lr", str(broken)])
 
 
