@@ -113,6 +113,30 @@ def test_dry_run_plans_without_writing(tmp_path: Path) -> None:
     assert len(rows) == 5 and {r["state"] for r in rows} == {"new"}
 
 
+def test_only_names_runs_of_the_plan(tmp_path: Path) -> None:
+    root = tmp_path / "exp"
+    plan = get("rq2_semantics").plan("reduced", root=root)
+    rows = dry_run(plan, root, only=["fedscope-federated-ufe-iae"])
+    assert [r["state"] for r in rows][:4] == ["skipped", "skipped", "skipped", "new"]
+    with pytest.raises(ValueError, match="no run named ufe-iae in rq2_semantics") as info:
+        execute(get("rq2_semantics"), plan, root, only=["ufe-iae"])
+    assert "fedscope-federated-ufe-iae" in str(info.value)  # it lists the names it has
+    assert not root.exists()  # refused before anything is written
+    p = cli(
+        "experiment",
+        "rq2_semantics",
+        "--reduced",
+        "--root",
+        str(root),
+        "--only",
+        "x,y",
+        check=False,
+    )
+    message = " ".join(p.stderr.split())
+    assert p.returncode == 2 and "no run named x, y in rq2_semantics" in message
+    assert "Traceback" not in message and not root.exists()
+
+
 def test_a_stored_run_with_other_settings_is_refused_before_anything_trains(
     tmp_path: Path,
 ) -> None:
@@ -244,13 +268,21 @@ def _table_cells(report: str, title: str, label: str) -> list[str]:
 def test_quick_experiment_end_to_end_and_report_from_stored_runs(tmp_path: Path) -> None:
     root, out = tmp_path / "exp", tmp_path / "report"
     args = ["experiment", "rq5_standalone", "--quick", "--root", str(root), *TINY]
-    cli(*args)
+    fed_dir = root / "rq1_overall" / "quick" / "fedscope-federated-s0"
+    # One cell first: the other is indexed as not run and nothing of it is written.
+    cli(*args, "--only", "fedscope-local")
+    index = json.loads((root / "rq5_standalone" / "quick" / "experiment.json").read_text())
+    assert {r["name"]: r["status"] for r in index["runs"]} == {
+        "fedscope-federated": "not run",
+        "fedscope-local": "done",
+    }
+    assert not fed_dir.exists()
+    cli(*args)  # the rest; fedscope-local is reused with the wall time it was trained in
     index = json.loads((root / "rq5_standalone" / "quick" / "experiment.json").read_text())
     assert index["dataset"] == "synthetic" and index["mode"] == "quick"
     assert index["code_version"] and index["protocol"] and index["seeds"] == [0]
     assert [r["status"] for r in index["runs"]] == ["done", "done"]
     assert all(r["wall_s"] > 0 for r in index["runs"])
-    fed_dir = root / "rq1_overall" / "quick" / "fedscope-federated-s0"
     assert (root / "rq1_overall" / "quick" / "fedscope-local-s0" / "clients" / "0003").is_dir()
     cfg = json.loads((fed_dir / "config.json").read_text())
     assert cfg["federation"]["rounds"] == 2 and cfg["partition"]["n_clients"] == 4

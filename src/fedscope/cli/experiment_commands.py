@@ -68,6 +68,15 @@ def experiment(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List the runs, their overrides and which are stored.")
     ] = False,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only",
+            help="Train only these runs (names as in --dry-run's run directories, without "
+            "the -s<seed> suffix, comma-separated); the others are indexed as with "
+            "--stored-only.",
+        ),
+    ] = None,
     stored_only: Annotated[
         bool,
         typer.Option(
@@ -79,8 +88,8 @@ def experiment(
 ) -> None:
     """Run (or resume) one of the paper's experiments; finished runs are reused."""
     from fedscope.experiments.suite import get
+    from fedscope.experiments.suite.execute import check_only, execute
     from fedscope.experiments.suite.execute import dry_run as plan_rows
-    from fedscope.experiments.suite.execute import execute
 
     if name == "list":
         _list_experiments()
@@ -92,9 +101,14 @@ def experiment(
     )
     exp = get(name)
     plan = exp.plan(mode, _parse_seeds(seeds), overrides or [], root)
+    selected = None if only is None else [n.strip() for n in only.split(",") if n.strip()]
+    try:
+        check_only(plan, selected)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--only") from None
     console.print(f"[bold]{exp.name}[/] · {exp.paper} · mode {mode} · root {root}", highlight=False)
     if dry_run:
-        rows = plan_rows(plan, root)
+        rows = plan_rows(plan, root, selected)
         console.print(
             f"{len(rows)} runs (state: new, interrupted = resumed, stored = reused, "
             "in use = being trained by another process, skipped, other settings = refused "
@@ -125,7 +139,12 @@ def experiment(
         return
     t0 = time.perf_counter()
     index = execute(
-        exp, plan, root, echo=lambda s: console.print(s, highlight=False), train=not stored_only
+        exp,
+        plan,
+        root,
+        echo=lambda s: console.print(s, highlight=False),
+        train=not stored_only,
+        only=selected,
     )
     done = sum(r["status"] == "done" for r in index["runs"])
     console.print(

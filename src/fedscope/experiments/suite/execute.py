@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,23 @@ Echo = Callable[[str], None]
 
 class StoredRunMismatchError(ValueError):
     """A run directory holds a run with other settings than the plan asks for."""
+
+
+def check_only(plan: Plan, only: Collection[str] | None) -> frozenset[str] | None:
+    """The run names ``only`` selects (None: every run), refusing a name the plan lacks.
+
+    A grid cell is named as its run directory is, without the seed suffix, so that one cell
+    (for example the one a paper's headline rests on) can be trained before the rest."""
+    if only is None:
+        return None
+    names = {spec.name for spec in plan.runs}
+    unknown = sorted(set(only) - names)
+    if unknown:
+        raise ValueError(
+            f"no run named {', '.join(unknown)} in {plan.experiment} ({plan.mode}); "
+            f"its runs are: {', '.join(spec.name for spec in plan.runs)}"
+        )
+    return frozenset(only)
 
 
 def experiment_folder(root: Path, experiment: str, mode: str) -> Path:
@@ -183,11 +200,15 @@ def _index_head(exp: Experiment, plan: Plan) -> dict[str, Any]:
     }
 
 
-def dry_run(plan: Plan, root: Path) -> list[dict[str, Any]]:
-    """Every (run, seed) of the plan with its overrides and whether it is already stored."""
+def dry_run(plan: Plan, root: Path, only: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Every (run, seed) of the plan with its overrides and whether it is already stored;
+    a run that ``only`` leaves out and that is not stored shows as ``skipped``."""
+    selected = check_only(plan, only)
     rows = []
     for spec, seed, run_dir in _planned(plan, root):
         state = run_state(run_dir)
+        if selected is not None and spec.name not in selected and state != "stored":
+            state = "skipped"
         stored = (run_dir / runner.CONFIG_FILE).is_file()
         differences = config_differences(run_dir, plan.config(spec, seed)) if stored else []
         rows.append(
@@ -205,13 +226,21 @@ def dry_run(plan: Plan, root: Path) -> list[dict[str, Any]]:
 
 
 def execute(
-    exp: Experiment, plan: Plan, root: Path, echo: Echo = print, train: bool = True
+    exp: Experiment,
+    plan: Plan,
+    root: Path,
+    echo: Echo = print,
+    train: bool = True,
+    only: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Train or reuse every run of ``plan`` under ``root``; write and return the index.
 
     ``train=False`` trains and prepares nothing: the index lists the stored runs as done and
-    every other run as ``not run`` (or ``in use``), so a report can show a partial grid."""
+    every other run as ``not run`` (or ``in use``), so a report can show a partial grid.
+    ``only`` (run names, see :func:`check_only`) trains just those runs; the others are
+    indexed as with ``train=False``."""
     root = Path(root)
+    selected = check_only(plan, only)
     folder = experiment_folder(root, exp.name, plan.mode)
     folder.mkdir(parents=True, exist_ok=True)
     index_path = folder / INDEX_FILE
@@ -236,7 +265,8 @@ def execute(
             "run_dir": shown,
             "config": f"{shown}/{runner.CONFIG_FILE}",
         }
-        state = "stored" if train else run_state(run_dir)
+        trains = train and (selected is None or spec.name in selected)
+        state = "stored" if trains else run_state(run_dir)
         if state != "stored":
             entry |= {"status": "in use" if state == "in use" else "not run", "wall_s": None}
             echo(f"  {shown}: {spec.label}: {entry['status']}")
