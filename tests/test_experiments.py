@@ -137,6 +137,35 @@ def test_only_names_runs_of_the_plan(tmp_path: Path) -> None:
     assert "Traceback" not in message and not root.exists()
 
 
+def test_a_path_under_the_root_is_compared_relative_to_it(tmp_path: Path) -> None:
+    """RQ2's store path is stored resolved; an archived or moved root still holds the same run,
+    while a store elsewhere relative to the root is another run."""
+    from fedscope.experiments import runner
+
+    root = tmp_path / "archive"
+    plan = get("rq2_semantics").plan("reduced", root=root)
+    spec = next(s for s in plan.runs if s.name == "fedscope-federated-ufe-iae")
+    run_dir = run_dir_of(root, plan, spec, 0)
+    run_dir.mkdir(parents=True)
+    wanted = plan.config(spec, 0)
+    assert wanted.semantics.store == f"{root.resolve()}/rq2_semantics/reduced/semantics-encoder"
+
+    def state_with_store(store: str) -> dict[str, object]:
+        stored = wanted.model_copy(deep=True)
+        stored.semantics.store = store
+        (run_dir / runner.CONFIG_FILE).write_text(stored.model_dump_json())
+        return next(r for r in dry_run(plan, root) if r["run_dir"] == str(run_dir))
+
+    trained_at = "/elsewhere/runs/rq2_semantics/reduced/semantics-encoder"
+    assert state_with_store(trained_at)["state"] == "interrupted"
+    row = state_with_store("/elsewhere/runs/rq2_semantics/reduced/semantics-llm")
+    assert row["state"] == "other settings"
+    assert row["differences"] == [
+        "semantics.store: run has '/elsewhere/runs/rq2_semantics/reduced/semantics-llm', "
+        f"wanted '{wanted.semantics.store}'"
+    ]
+
+
 def test_a_stored_run_with_other_settings_is_refused_before_anything_trains(
     tmp_path: Path,
 ) -> None:

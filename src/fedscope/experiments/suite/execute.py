@@ -69,28 +69,43 @@ def run_dir_of(root: Path, plan: Plan, spec: RunSpec, seed: int) -> Path:
     return experiment_folder(root, spec.home(plan.experiment), plan.mode) / f"{spec.name}-s{seed}"
 
 
-def _differences(want: Any, have: Any, prefix: str = "") -> list[str]:
+def _same(want: Any, have: Any, root: str | None) -> bool:
+    if want == have:
+        return True
+    # A path under the root (an override's "{root}", such as RQ2's semantic store) is stored
+    # resolved. After the root is moved or archived the same artefact sits at the same place
+    # relative to it, so such a path is compared relative to the root.
+    if root and isinstance(want, str) and isinstance(have, str) and want.startswith(root + "/"):
+        return have.endswith(want[len(root) :])
+    return False
+
+
+def _differences(want: Any, have: Any, root: str | None, prefix: str = "") -> list[str]:
     if isinstance(want, dict) and isinstance(have, dict):
         out = []
         for k in sorted(set(want) | set(have)):
-            out += _differences(want.get(k), have.get(k), f"{prefix}{k}.")
+            out += _differences(want.get(k), have.get(k), root, f"{prefix}{k}.")
         return out
-    return [] if want == have else [f"{prefix[:-1]}: run has {have!r}, wanted {want!r}"]
+    return [] if _same(want, have, root) else [f"{prefix[:-1]}: run has {have!r}, wanted {want!r}"]
 
 
-def config_differences(run_dir: Path, wanted: ExperimentConfig) -> list[str]:
-    """How the run stored in ``run_dir`` differs from ``wanted`` (empty: the same run)."""
+def config_differences(
+    run_dir: Path, wanted: ExperimentConfig, root: Path | None = None
+) -> list[str]:
+    """How the run stored in ``run_dir`` differs from ``wanted`` (empty: the same run).
+    ``root``: the experiments' root ``wanted`` was planned under, whose paths are compared
+    relative to it (see :func:`_same`)."""
     have = runner.read_config(run_dir).model_dump()
     want = wanted.model_dump()
     have.pop("output_dir", None)
     want.pop("output_dir", None)
-    return _differences(want, have)
+    return _differences(want, have, None if root is None else str(Path(root).resolve()))
 
 
-def check_same_config(run_dir: Path, wanted: ExperimentConfig) -> None:
+def check_same_config(run_dir: Path, wanted: ExperimentConfig, root: Path | None = None) -> None:
     """A reused run must be the run that is asked for: a root shared between plans with
     different overrides would otherwise mix settings silently."""
-    diff = config_differences(run_dir, wanted)
+    diff = config_differences(run_dir, wanted, root)
     if diff:
         raise StoredRunMismatchError(
             f"{run_dir}: holds a run with other settings than asked for:\n  "
@@ -117,7 +132,7 @@ def check_stored_runs(plan: Plan, root: Path) -> None:
     """
     for spec, seed, run_dir in _planned(plan, root):
         if (run_dir / runner.CONFIG_FILE).is_file():
-            check_same_config(run_dir, plan.config(spec, seed))
+            check_same_config(run_dir, plan.config(spec, seed), root)
 
 
 def run_state(run_dir: Path) -> str:
@@ -210,7 +225,7 @@ def dry_run(plan: Plan, root: Path, only: Collection[str] | None = None) -> list
         if selected is not None and spec.name not in selected and state != "stored":
             state = "skipped"
         stored = (run_dir / runner.CONFIG_FILE).is_file()
-        differences = config_differences(run_dir, plan.config(spec, seed)) if stored else []
+        differences = config_differences(run_dir, plan.config(spec, seed), root) if stored else []
         rows.append(
             {
                 "label": spec.label,
