@@ -32,6 +32,7 @@ from fedscope.serving import (
     check_servable,
 )
 from fedscope.serving.app import MAX_BATCH, MAX_BODY_BYTES, MAX_TOP_K
+from fedscope.serving.recommender import display_title
 
 # One tiny federated run through Flower's simulation engine: most of this module's time.
 pytestmark = pytest.mark.slow
@@ -172,7 +173,9 @@ def _assert_same(a: dict[str, list[dict]], b: dict[str, list[dict]]) -> None:
 def _check_answer(ds: CrossDomainDataset, history: list[str], body: dict, top_k: int) -> None:
     seen = set(history)
     titles = {
-        k: t or None for dom in ds.domains for k, t in zip(dom.item_keys, dom.titles(), strict=True)
+        k: display_title(t)
+        for dom in ds.domains
+        for k, t in zip(dom.item_keys, dom.titles(), strict=True)
     }
     for dom in ds.domains:
         items = body["recommendations"][dom.name]
@@ -345,6 +348,12 @@ def test_concurrent_requests_get_their_own_answers(server: httpx.Client, local: 
 
 
 # --- in process and on the command line ------------------------------------------------------
+
+
+def test_titles_are_shown_decoded_and_the_data_keeps_its_text() -> None:
+    assert display_title("Black &amp; Decker 12&quot; Fan&reg;") == 'Black & Decker 12" Fan®'
+    assert display_title("[FFP] AT&T R&D &#9733;") == "[FFP] AT&T R&D ★"
+    assert display_title("") is None
 
 
 def test_recommender_errors_are_typed(local: Recommender):

@@ -177,6 +177,8 @@ def recommend(
     top_k: Annotated[int, typer.Option("--top-k", help="How many items to list.")] = 10,
 ) -> None:
     """Top-K next items for a history, with titles."""
+    from rich.markup import escape
+
     from fedscope.serving.recommender import Recommender
 
     # The CLI may peek at a run still in progress; the HTTP service insists on a finished one.
@@ -188,7 +190,9 @@ def recommend(
         console.print(f"[bold]{name}[/]: top {len(ranked)} after {len(tokens)} history items")
         for rec in ranked:
             console.print(
-                f"{rec.rank:>3}. {rec.item}  {rec.title or '(no title)'}  [dim]{rec.score:.3f}[/]",
+                # catalogue text is not markup: a title such as "[b]..." must print as is
+                f"{rec.rank:>3}. {escape(rec.item)}  {escape(rec.title or '(no title)')}  "
+                f"[dim]{rec.score:.3f}[/]",
                 highlight=False,
             )
 

@@ -10,6 +10,7 @@ already in the history are never recommended again, and a non-finite score is an
 
 from __future__ import annotations
 
+import html
 import json
 import threading
 from collections.abc import Sequence
@@ -195,6 +196,16 @@ def check_servable(run_dir: Path, *, require_finished: bool = True) -> dict[str,
     return config
 
 
+def display_title(title: str) -> str | None:
+    """A title as a person should read it; None when the item has none.
+
+    Amazon's catalogue titles (in the C2DSR and LLMCDSR files alike) carry HTML entities:
+    ``Black &amp; Decker``, ``&quot;``, ``&reg;``. They are decoded for display only; the data
+    set, its fingerprint and the semantic features keep the files' text, so stored runs and
+    stores stay valid."""
+    return html.unescape(title) if title else None
+
+
 class Recommender:
     """A run's selected model, loaded once, answering top-K requests.
 
@@ -216,7 +227,7 @@ class Recommender:
         self.metadata = dict(metadata or {})
         self.index = ItemIndex(dataset)
         self.domain_names = tuple(d.name for d in dataset.domains)
-        self._titles = [tuple(t if t else None for t in dom.titles()) for dom in dataset.domains]
+        self._titles = [tuple(display_title(t) for t in dom.titles()) for dom in dataset.domains]
         self._lock = threading.Lock()
 
     @staticmethod
