@@ -249,3 +249,24 @@ def test_client_step_with_length_buckets_is_deterministic_and_learns():
     assert sa == m.client_step(b, ex, StepContext(7, 1, 0, 1))
     later = [m.client_step(a, ex, StepContext(s, s, 0, 1))["pred"] for s in range(2, 7)]
     assert later[-1] < sa["pred"]
+
+
+def test_the_representation_bank_is_each_users_own_whatever_the_batching():
+    """The bank is built from length-sorted small batches; every row must still hold that
+    user's representation as one pass over all users in row order computes it."""
+    ex = _long_tailed_examples(n_users=150)
+    order = np.concatenate([b.rows.numpy() for b in ex.all_rows(16, by_length=True)])
+    assert sorted(order.tolist()) == list(range(150)) and order.tolist() != list(range(150))
+    lengths = (ex.mixed > 0).sum(axis=1)
+    assert (np.diff(lengths[order]) >= 0).all()
+    cfg = load_config(None, ["method=fedscope", "model.max_len=50"])
+    shape = DataShape(("A", "B"), domain_offsets=(0, 20), domain_sizes=(20, 30))
+    m = method_class("fedscope")(cfg, shape)
+    model = m.build_model(0).train()
+    reps, present = m._bank(model, ex)
+    assert model.training  # the bank is built without dropout, and training mode comes back
+    with torch.no_grad():
+        _, last = model.eval().forward_train(ex.batch(np.arange(150)))
+    assert reps.shape == last.shape
+    torch.testing.assert_close(reps, last, rtol=1e-5, atol=1e-6)
+    assert torch.equal(present, ex.batch(np.arange(150)).present)

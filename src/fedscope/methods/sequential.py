@@ -49,6 +49,8 @@ from fedscope.models.cross_domain import CrossDomainRecommender, ModelShape
 from fedscope.models.transformer import pad_sequences
 from fedscope.training.batching import ClientExamples, TrainBatch
 
+BANK_BATCH_ROWS = 64  # users per forward pass when the representation bank is built
+
 
 class SequentialMethod(Method):
     encoder: ClassVar[str] = "transformer"
@@ -103,15 +105,21 @@ class SequentialMethod(Method):
 
     @torch.no_grad()
     def _bank(self, model: CrossDomainRecommender, ex: ClientExamples) -> tuple[Tensor, Tensor]:
+        """Every row's representation per domain ``[D, U, dim]`` and presence ``[D, U]``."""
         was_training = model.training
         model.eval()
-        reps, present = [], []
-        for batch in ex.all_rows(1024):
+        reps = torch.zeros(len(self.shape.domain_sizes), ex.n_users, model.shape.dim)
+        present = torch.zeros(len(self.shape.domain_sizes), ex.n_users, dtype=torch.bool)
+        # Rows sorted by length in small batches: in row order nearly every batch holds one
+        # long sequence and is padded to it. For a titled Food-Kitchen client (1,062 users,
+        # median length 5, longest 49) the bank took 1.65 s in batches of 1,024 in row order
+        # and 0.21 s sorted in batches of 64, with bit-identical vectors (one thread).
+        for batch in ex.all_rows(BANK_BATCH_ROWS, by_length=True):
             _, last = model.forward_train(batch)
-            reps.append(last)
-            present.append(batch.present)
+            reps[:, batch.rows] = last
+            present[:, batch.rows] = batch.present
         model.train(was_training)
-        return torch.cat(reps, dim=1), torch.cat(present, dim=1)
+        return reps, present
 
     def client_step(
         self, model: nn.Module, client_data: object, ctx: StepContext

@@ -140,8 +140,12 @@ class ClientExamples:
         counts = np.array([(self.target_domain == d).sum() for d in range(n_domains)])
         return counts / n_batches
 
-    def all_rows(self, batch_size: int) -> Iterator[TrainBatch]:
-        """Every user row in order (including users without targets), for representation banks."""
+    def all_rows(self, batch_size: int, by_length: bool = False) -> Iterator[TrainBatch]:
+        """Every user row (including users without targets), for representation banks: in
+        order, or with ``by_length`` sorted by sequence length (stable), so that each batch is
+        only as wide as its own users' sequences. Each batch carries its ``rows``."""
         rows = np.arange(self.n_users)
+        if by_length:
+            rows = rows[np.argsort((self.mixed > 0).sum(axis=1), kind="stable")]
         for start in range(0, rows.shape[0], batch_size):
             yield self.batch(rows[start : start + batch_size])
