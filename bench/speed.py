@@ -2,11 +2,17 @@
 
     python bench/speed.py throughput --data food-kitchen            # harness vs bare loop
     python bench/speed.py rounds --data food-kitchen --clients 20 50 100 500 --rounds 3
+    python bench/speed.py bank --data food-kitchen-llmcdsr --users 1062   # IIDCL's bank
 
 `throughput`: sequences (users) per second of one client step over 2,000 users on 2 threads,
 through fedscope's client step (batching, negative sampling, IIDCL bank, Adam) against a bare
 PyTorch loop over the same model and losses with every batch and negative prepared up front
 (the ceiling).
+
+`bank`: IIDCL's representation bank for one client, as built now (users sorted by length,
+small batches) against row order in batches of 1,024 (how it was built before commit 674df9c),
+one thread, alternating, median of ``--reps``; and one whole client step with each, to show
+what the bank is of a step. The vectors must be equal.
 
 `rounds`: real federated runs through Flower's simulation engine (K clients, C=0.2, paper
 batch 256, E=1). Per round: the fit time the server measured, and the model computation the
@@ -110,6 +116,63 @@ def throughput(data: str, method: str, n_users: int, reps: int) -> dict:
     }
 
 
+@torch.no_grad()
+def _bank_in_row_order(m, model, ex) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bank as built before commit 674df9c: rows in order, 1,024 a batch."""
+    was = model.training
+    model.eval()
+    reps, present = [], []
+    for batch in ex.all_rows(1024):
+        _, last = model.forward_train(batch)
+        reps.append(last)
+        present.append(batch.present)
+    model.train(was)
+    return torch.cat(reps, dim=1), torch.cat(present, dim=1)
+
+
+def bank(data: str, n_users: int, reps: int) -> dict:
+    torch.set_num_threads(1)
+    cfg = load_config(None, ["method=fedscope", f"data.name={data}"])
+    ds = load_dataset(data, cfg.data.data_dir)
+    users = np.sort(np.random.default_rng(0).permutation(ds.n_users)[:n_users])
+    m = method_class("fedscope")(cfg, DataShape.of(ds))
+    ex = m.prepare_client(ds, users, tuple(range(ds.n_domains)))
+    model = m.build_model(0)
+    ways = {
+        "sorted": lambda: m._bank(model, ex),
+        "row order": lambda: _bank_in_row_order(m, model, ex),
+    }
+    first = {name: f() for name, f in ways.items()}
+    if not torch.equal(first["sorted"][0], first["row order"][0]):
+        diff = (first["sorted"][0] - first["row order"][0]).abs().max().item()
+        print(f"note: the two banks differ by up to {diff:.2e} (float rounding)", flush=True)
+    bank_s: dict[str, list[float]] = {name: [] for name in ways}
+    step_s: dict[str, list[float]] = {name: [] for name in ways}
+    original = type(m)._bank
+    for r in range(reps):
+        for name, f in ways.items():
+            t0 = time.perf_counter()
+            f()
+            bank_s[name].append(time.perf_counter() - t0)
+            type(m)._bank = original if name == "sorted" else _bank_in_row_order
+            try:
+                step_model = m.build_model(0)
+                t0 = time.perf_counter()
+                m.client_step(step_model, ex, StepContext(r + 1, r + 1, 0, 1))
+                step_s[name].append(time.perf_counter() - t0)
+            finally:
+                type(m)._bank = original
+    lengths = (ex.mixed > 0).sum(axis=1)
+    return {
+        "data": data,
+        "users": int(ex.n_users),
+        "length_median": float(np.median(lengths)),
+        "length_max": int(lengths.max()),
+        "bank_s": {k: round(float(np.median(v)), 3) for k, v in bank_s.items()},
+        "client_step_s": {k: round(float(np.median(v)), 3) for k, v in step_s.items()},
+    }
+
+
 WORKERS = 2  # simulated clients running at a time (one torch thread each, 2 cores)
 
 
@@ -164,7 +227,7 @@ def rounds(data: str, method: str, n_clients: int, n_rounds: int, sets: list[str
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["throughput", "rounds"])
+    ap.add_argument("what", choices=["throughput", "rounds", "bank"])
     ap.add_argument("--data", default="food-kitchen")
     ap.add_argument("--methods", nargs="+", default=["fedscope", "sasrec"])
     ap.add_argument("--users", type=int, default=2000)
@@ -176,7 +239,10 @@ def main() -> None:
     args = ap.parse_args()
     print("$ python " + " ".join(sys.argv), flush=True)
     out = []
-    if args.what == "throughput":
+    if args.what == "bank":
+        out.append(bank(args.data, args.users, args.reps))
+        print(json.dumps(out[-1]), flush=True)
+    elif args.what == "throughput":
         for method in args.methods:
             out.append(throughput(args.data, method, args.users, args.reps))
             print(json.dumps(out[-1]), flush=True)
