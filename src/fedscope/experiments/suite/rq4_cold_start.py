@@ -19,6 +19,7 @@ from fedscope.experiments.suite.base import (
     RunSpec,
     StoredExperiment,
     Summary,
+    default_seeds,
     protocol_tables,
 )
 
@@ -42,9 +43,11 @@ class ColdStart(Experiment):
         with_llm = rq2_semantics.with_semantics(mode)
         without = rq1_overall.spec_for("fedscope", "federated", mode)
         present, _ = rq1_overall.registered_grid()
+        # every grid line of a baseline, so that a baseline at its tuned learning rate is
+        # compared here too (its own line, its own run directory)
         baselines = [
-            rq1_overall.spec_for(method, "federated", mode)
-            for _, method, regime, _ in present
+            rq1_overall.grid_spec(label, method, regime, extra, default_seeds(mode))
+            for label, method, regime, extra in present
             if method in BASELINES and regime == "federated"
         ]
         return [
