@@ -111,9 +111,9 @@ class SequentialMethod(Method):
         reps = torch.zeros(len(self.shape.domain_sizes), ex.n_users, model.shape.dim)
         present = torch.zeros(len(self.shape.domain_sizes), ex.n_users, dtype=torch.bool)
         # Rows sorted by length in small batches: in row order nearly every batch holds one
-        # long sequence and is padded to it. For a titled Food-Kitchen client (1,062 users,
-        # median length 5, longest 49) the bank took 1.65 s in batches of 1,024 in row order
-        # and 0.21 s sorted in batches of 64, with bit-identical vectors (one thread).
+        # long sequence and is padded to it. For a titled Food-Kitchen client (median length 5,
+        # longest 49) that made the bank 5x slower, with bit-identical vectors
+        # (`bench/speed.py bank`, BENCHMARKS.md "Speed").
         for batch in ex.all_rows(BANK_BATCH_ROWS, by_length=True):
             _, last = model.forward_train(batch)
             reps[:, batch.rows] = last
