@@ -32,7 +32,7 @@ from fedscope.serving import (
     check_servable,
 )
 from fedscope.serving.app import MAX_BATCH, MAX_BODY_BYTES, MAX_TOP_K
-from fedscope.serving.recommender import display_title
+from fedscope.serving.recommender import ItemIndex, display_title
 
 # One tiny federated run through Flower's simulation engine: most of this module's time.
 pytestmark = pytest.mark.slow
@@ -48,6 +48,10 @@ TRAIN_SETTINGS = [
     "train.batch_size=32",
     "model.max_len=20",  # short enough that some test histories are truncated
 ]
+TIE_NOTE = (
+    "= tied: another item has exactly this score, so the order among them is by item id, "
+    "not the model's preference"
+)
 TOL = 1e-4  # batched and single forward passes differ by float rounding (~1e-6)
 
 
@@ -381,8 +385,12 @@ def test_cli_recommend_prints_the_recommenders_answer(
     for name, items in local.recommend(history, None, 4).items():
         expected.append(f"{name}: top {len(items)} after {len(history)} history items")
         expected += [
-            f"{x.rank:>3}. {x.item}  {x.title or '(no title)'}  {x.score:.3f}" for x in items
+            f"{x.rank:>3}. {x.item}  {x.title or '(no title)'}  {x.score:.3f}"
+            + (" =" if x.tied else "")
+            for x in items
         ]
+    if any(x.tied for items in local.recommend(history, None, 4).values() for x in items):
+        expected.append(TIE_NOTE)
     assert p.stdout.splitlines() == expected
     bad = _cli(env, "recommend", str(fed_run), "--history", "no-such-item")
     assert bad.returncode == 2 and "unknown item id(s)" in bad.stderr
@@ -435,3 +443,40 @@ def test_non_finite_scores_are_a_500_not_a_rank(fed_run: Path, env: dict[str, st
         assert r.status_code == 500
         assert r.json()["error"] == "internal_error" and "non-finite" in r.json()["message"]
         assert client.get("/health").status_code == 200
+
+
+def test_tied_scores_are_flagged(fed_run: Path, env: dict[str, str], local: Recommender, tmp_path):
+    """`tied` is true exactly when another unseen item of the domain has the same score; a
+    model with all-zero weights scores every item alike, and every item says so."""
+    ds = local.dataset
+    for i in range(5):
+        history = _keys(ds, ds.history(ds.test, i))
+        answer = local.recommend(history, None, 8)
+        for d, dom in enumerate(ds.domains):
+            scores = local._score(d, [ItemIndex(ds).resolve(history)])[0]
+            unseen = np.ones(dom.n_items, dtype=bool)
+            unseen[[dom.item_keys.index(k) for k in history if k in set(dom.item_keys)]] = False
+            for rec in answer[dom.name]:
+                same = np.count_nonzero(scores[unseen] == np.float32(rec.score))
+                assert rec.tied == (same > 1)
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for name in ("config.json", "run.json", "partition.json", "results.json"):
+        (flat / name).write_text((fed_run / name).read_text())
+    best = layout.load_checkpoint(layout.best_checkpoint_path(fed_run))
+    layout.save_checkpoint(
+        layout.best_checkpoint_path(flat),
+        layout.Checkpoint([np.zeros_like(w) for w in best.weights], best.round, None, None),
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEDSCOPE_CACHE_DIR", env["FEDSCOPE_CACHE_DIR"])
+        rec = Recommender.from_run_dir(flat)
+    dom = ds.domains[0]
+    listed = rec.recommend([dom.item_keys[0]], dom.name, 5)[dom.name]
+    assert len({x.score for x in listed}) == 1 and all(x.tied for x in listed)
+    assert [x.item for x in listed] == list(dom.item_keys[1:6])  # by item id, the history left out
+    p = _cli(env, "recommend", str(flat), "--history", dom.item_keys[0], "--top-k", "3")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert all(line.endswith(" =") for line in lines[1:4]) and lines[-1] == TIE_NOTE

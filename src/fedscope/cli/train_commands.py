@@ -186,15 +186,23 @@ def recommend(
     tokens = [h.strip() for h in history.split(",") if h.strip()]
     if not tokens:
         raise ConfigError("--history is empty: give at least one item id")
+    any_tied = False
     for name, ranked in recommender.recommend(tokens, domain, top_k).items():
         console.print(f"[bold]{name}[/]: top {len(ranked)} after {len(tokens)} history items")
         for rec in ranked:
+            any_tied |= rec.tied
             console.print(
                 # catalogue text is not markup: a title such as "[b]..." must print as is
                 f"{rec.rank:>3}. {escape(rec.item)}  {escape(rec.title or '(no title)')}  "
-                f"[dim]{rec.score:.3f}[/]",
+                f"[dim]{rec.score:.3f}{' =' if rec.tied else ''}[/]",
                 highlight=False,
             )
+    if any_tied:
+        console.print(
+            "= tied: another item has exactly this score, so the order among them is by item id, "
+            "not the model's preference",
+            highlight=False,
+        )
 
 
 def resolve_items(ds: Any, tokens: list[str]) -> np.ndarray:

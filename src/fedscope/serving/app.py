@@ -117,6 +117,10 @@ class RecommendedItemOut(BaseModel):
     title: str | None = Field(description="The item's title; null when the data set has none.")
     score: float = Field(description="The model's score (higher is better).")
     rank: int = Field(description="1-based rank within its domain.")
+    tied: bool = Field(
+        description="Another unseen item of the domain has exactly this score: the order "
+        "among such items is by item id (lower first), not the model's preference."
+    )
 
 
 class RecommendResponse(BaseModel):

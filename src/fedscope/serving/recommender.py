@@ -101,6 +101,10 @@ class RecommendedItem:
     title: str | None  # None when the data set has no title for it
     score: float
     rank: int  # 1-based within its domain
+    # Another unseen item of the domain has exactly this score, so this item's place relative
+    # to it comes from the item ids (lower id first), not from the model. A list of tied items
+    # (an untrained or collapsed model) says nothing about what the model prefers.
+    tied: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -366,6 +370,10 @@ class Recommender:
             keep = cand_scores >= kth
             candidates, cand_scores = candidates[keep], cand_scores[keep]
         order = np.lexsort((candidates, -cand_scores))[:k]
+        # Every candidate scoring the same as a listed item is still in `cand_scores` (the cut
+        # above keeps all ties with the k-th), so counting equal scores there finds every tie.
+        _, score_class, class_size = np.unique(cand_scores, return_inverse=True, return_counts=True)
+        tied = class_size[score_class] > 1
         titles = self._titles[domain]
         return [
             RecommendedItem(
@@ -373,6 +381,7 @@ class Recommender:
                 title=titles[int(local)],
                 score=float(cand_scores[j]),
                 rank=rank,
+                tied=bool(tied[j]),
             )
             for rank, (j, local) in enumerate(((j, candidates[j]) for j in order), start=1)
         ]
