@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -421,20 +421,27 @@ def test_serve_refuses_missing_unfinished_and_local_runs(
         check_servable(local_run)
 
 
-def test_non_finite_scores_are_a_500_not_a_rank(fed_run: Path, env: dict[str, str], tmp_path: Path):
-    """A model whose weights went NaN: the service answers 500 with the reason and stays up."""
-    broken = tmp_path / "broken"
-    broken.mkdir()
+def _copy_with_weights(
+    run: Path, dest: Path, env: dict[str, str], weights: Callable[[np.ndarray], np.ndarray]
+) -> Recommender:
+    """A copy of ``run`` whose selected checkpoint holds ``weights(w)`` for each array w."""
+    dest.mkdir()
     for name in ("config.json", "run.json", "partition.json", "results.json"):
-        (broken / name).write_text((fed_run / name).read_text())
-    best = layout.load_checkpoint(layout.best_checkpoint_path(fed_run))
+        (dest / name).write_text((run / name).read_text())
+    best = layout.load_checkpoint(layout.best_checkpoint_path(run))
     layout.save_checkpoint(
-        layout.best_checkpoint_path(broken),
-        layout.Checkpoint([np.full_like(w, np.nan) for w in best.weights], best.round, None, None),
+        layout.best_checkpoint_path(dest),
+        layout.Checkpoint([weights(w) for w in best.weights], best.round, None, None),
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FEDSCOPE_CACHE_DIR", env["FEDSCOPE_CACHE_DIR"])
-        rec = Recommender.from_run_dir(broken)
+        return Recommender.from_run_dir(dest)
+
+
+def test_non_finite_scores_are_a_500_not_a_rank(fed_run: Path, env: dict[str, str], tmp_path: Path):
+    """A model whose weights went NaN: the service answers 500 with the reason and stays up."""
+    broken = tmp_path / "broken"
+    rec = _copy_with_weights(fed_run, broken, env, lambda w: np.full_like(w, np.nan))
     known = rec.dataset.domains[0].item_keys[0]
     with pytest.raises(NonFiniteScoreError, match="not a rank"):
         rec.recommend([known])
@@ -461,17 +468,7 @@ def test_tied_scores_are_flagged(fed_run: Path, env: dict[str, str], local: Reco
                 assert rec.tied == (same > 1)
 
     flat = tmp_path / "flat"
-    flat.mkdir()
-    for name in ("config.json", "run.json", "partition.json", "results.json"):
-        (flat / name).write_text((fed_run / name).read_text())
-    best = layout.load_checkpoint(layout.best_checkpoint_path(fed_run))
-    layout.save_checkpoint(
-        layout.best_checkpoint_path(flat),
-        layout.Checkpoint([np.zeros_like(w) for w in best.weights], best.round, None, None),
-    )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FEDSCOPE_CACHE_DIR", env["FEDSCOPE_CACHE_DIR"])
-        rec = Recommender.from_run_dir(flat)
+    rec = _copy_with_weights(fed_run, flat, env, np.zeros_like)
     dom = ds.domains[0]
     listed = rec.recommend([dom.item_keys[0]], dom.name, 5)[dom.name]
     assert len({x.score for x in listed}) == 1 and all(x.tied for x in listed)
