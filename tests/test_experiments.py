@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -187,6 +188,14 @@ def test_a_stored_run_with_other_settings_is_refused_before_anything_trains(
     with pytest.raises(StoredRunMismatchError, match=r"train\.lr: run has"):
         execute(exp, plan, root, echo=lambda _: None)
     assert [r["state"] for r in dry_run(plan, root)][:-1] == ["new"] * (len(rows) - 1)
+
+    # How many clients trained at once changes no result (test_federation), so a run trained
+    # with another number is the planned run.
+    faster = plan.config(last, 0).model_copy(deep=True)
+    faster.federation.parallel_clients = 7
+    shutil.rmtree(run_dir_of(root, plan, last, 0))
+    runner.prepare_run(faster, run_dir_of(root, plan, last, 0))
+    assert dry_run(plan, root)[-1]["state"] == "interrupted"
 
 
 def test_a_run_another_process_is_training_is_skipped_not_touched(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""A federated run killed with SIGKILL mid-way and resumed ends exactly like an uninterrupted one."""
+"""A federated run ends exactly like an uninterrupted one after a SIGKILL mid-way and a resume,
+and whatever the number of clients the simulation trains at once."""
 
 import contextlib
 import json
@@ -60,10 +61,30 @@ def _run_to_end(args: list[str], log: Path) -> None:
         _stop(proc)
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
-    straight = tmp_path / "straight"
-    _run_to_end(["train", *SETTINGS, "--run-dir", str(straight)], tmp_path / "straight.log")
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run, two clients training at once (the default)."""
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    _run_to_end(["train", *SETTINGS, "--run-dir", str(run_dir)], run_dir.parent / "run.log")
+    return run_dir
 
+
+def _assert_same_run(a_dir: Path, b_dir: Path) -> None:
+    a = layout.load_checkpoint(layout.last_checkpoint_path(a_dir))
+    b = layout.load_checkpoint(layout.last_checkpoint_path(b_dir))
+    assert a.round == b.round == 6
+    for x, y in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_array_equal(x, y)
+    rounds_a = [r["round"] for r in layout.read_metrics(a_dir)]
+    rounds_b = [r["round"] for r in layout.read_metrics(b_dir)]
+    assert rounds_a == rounds_b == [1, 2, 3, 4, 5, 6]
+    ra = json.loads((a_dir / "results.json").read_text())
+    rb = json.loads((b_dir / "results.json").read_text())
+    assert ra["selected_round"] == rb["selected_round"]
+    assert ra["test"] == rb["test"]
+
+
+def test_sigkill_then_resume_equals_uninterrupted(straight: Path, tmp_path: Path) -> None:
     killed = tmp_path / "killed"
     proc = _start(["train", *SETTINGS, "--run-dir", str(killed)], tmp_path / "killed.log")
     try:
@@ -85,16 +106,14 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert not (killed / "results.json").exists()
 
     _run_to_end(["train", "--resume", str(killed)], tmp_path / "resumed.log")
+    _assert_same_run(straight, killed)
 
-    a = layout.load_checkpoint(layout.last_checkpoint_path(straight))
-    b = layout.load_checkpoint(layout.last_checkpoint_path(killed))
-    assert a.round == b.round == 6
-    for x, y in zip(a.weights, b.weights, strict=True):
-        np.testing.assert_array_equal(x, y)
-    rounds_a = [r["round"] for r in layout.read_metrics(straight)]
-    rounds_b = [r["round"] for r in layout.read_metrics(killed)]
-    assert rounds_a == rounds_b == [1, 2, 3, 4, 5, 6]
-    ra = json.loads((straight / "results.json").read_text())
-    rb = json.loads((killed / "results.json").read_text())
-    assert ra["selected_round"] == rb["selected_round"]
-    assert ra["test"] == rb["test"]
+
+def test_how_many_clients_train_at_once_changes_nothing(straight: Path, tmp_path: Path) -> None:
+    """One Ray worker running every sampled client in turn gives the two-worker run exactly:
+    a client's training depends on (seed, round, client), never on the worker or its past."""
+    one = tmp_path / "one-at-a-time"
+    args = ["train", *SETTINGS, "--set", "federation.parallel_clients=1", "--run-dir", str(one)]
+    _run_to_end(args, tmp_path / "one.log")
+    assert json.loads((one / "config.json").read_text())["federation"]["parallel_clients"] == 1
+    _assert_same_run(straight, one)

@@ -170,8 +170,14 @@ def _train_held(run_dir: Path, resume: bool, progress: ProgressFn | None) -> dic
         from fedscope.federation.simulation import run_simulation
 
         n_clients = json.loads((run_dir / RUN_FILE).read_text())["n_clients"]
-        threads = config.train.threads or 1  # one per simulated client: Ray runs two at once
-        run_simulation(run_dir, n_clients, resume=resume, run_config={"torch-threads": threads})
+        threads = config.train.threads or 1  # per simulated client, several of which run at once
+        run_simulation(
+            run_dir,
+            n_clients,
+            max_parallel=config.federation.parallel_clients,
+            resume=resume,
+            run_config={"torch-threads": threads},
+        )
     else:
         if config.train.threads > 0:
             import torch

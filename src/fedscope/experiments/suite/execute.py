@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedscope.config import ExperimentConfig
+from fedscope.config import SPEED_ONLY_SETTINGS, ExperimentConfig
 from fedscope.experiments import runner
 from fedscope.experiments.suite.base import (
     Experiment,
@@ -97,8 +97,12 @@ def config_differences(
     relative to it (see :func:`_same`)."""
     have = runner.read_config(run_dir).model_dump()
     want = wanted.model_dump()
-    have.pop("output_dir", None)
-    want.pop("output_dir", None)
+    for dotted in ("output_dir", *SPEED_ONLY_SETTINGS):
+        *sections, key = dotted.split(".")
+        for tree in (have, want):
+            for section in sections:
+                tree = tree[section]
+            tree.pop(key, None)
     return _differences(want, have, None if root is None else str(Path(root).resolve()))
 
 
