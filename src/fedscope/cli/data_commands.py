@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from fedscope.cli.main import DataDir, Sets, console, data_app, err_console, parse_sets
+from fedscope.config import ConfigError
 from fedscope.data import load_dataset
 from fedscope.data.registry import DATA_DIR_ENV, available, resolve_data_dir
 from fedscope.data.stats import dataset_stats
@@ -116,3 +117,45 @@ def validate(
         err_console.print(str(p), highlight=False, soft_wrap=True)
     err_console.print(f"[bold red]{len(problems)} problem(s)[/] ({what})")
     raise typer.Exit(1)
+
+
+@data_app.command("export")
+def export(
+    name: Annotated[str, typer.Argument(help="Data set name (see `fedscope data list`).")],
+    to: Annotated[Path, typer.Option("--to", help="Folder to write the CSV files into.")],
+    data_dir: DataDir = None,
+    option: Sets = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite interactions.csv/items.csv already there.")
+    ] = False,
+) -> None:
+    """Write a data set as interactions.csv and items.csv: the `interactions` format, which
+    is how your own data comes in (a template, or a conversion of a known format)."""
+    from fedscope.data.formats import interactions
+
+    existing = [
+        to / f
+        for f in (interactions.INTERACTIONS_FILE, interactions.ITEMS_FILE)
+        if (to / f).exists()
+    ]
+    if existing and not force:
+        raise ConfigError(
+            f"{', '.join(map(str, existing))} already exist(s); pass --force to overwrite"
+        )
+    ds = load_dataset(name, data_dir, **parse_sets(option))
+    try:
+        written = interactions.write(ds, to)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    console.print(
+        f"wrote {written[0]} ({sum(len(ds.sequence(s)) for s in range(ds.n_sequences)):,} "
+        f"interactions) and {written[1]} ({ds.n_items_total:,} items); load them with "
+        f"`--set data.name=interactions --set data.data_dir={to}`",
+        highlight=False,
+    )
+    if not ds.protocol.endswith("loo"):
+        console.print(
+            f"note: the files hold the interactions, not {name}'s own split ({ds.protocol}); "
+            "loaded back, they are split by leave-one-out",
+            highlight=False,
+        )

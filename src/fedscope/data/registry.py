@@ -72,10 +72,16 @@ def dataset_folder(name: str, data_dir: str | Path | None = None) -> Path | None
     if s.folder is None:
         return None
     root = resolve_data_dir(data_dir)
+    own_folder = s.folder == "."  # the data root is the data set's own folder
     if root is None:
+        where = (
+            f"the folder that holds {', '.join(s.required_files)}"
+            if own_folder
+            else (f"the folder that contains {s.folder}/")
+        )
         raise DatasetNotFoundError(
-            f"data set {name!r} needs a data root: pass --data-dir or set {DATA_DIR_ENV} "
-            f"to the folder that contains {s.folder}/"
+            f"data set {name!r} needs a data root: pass --data-dir (data.data_dir in a "
+            f"configuration) or set {DATA_DIR_ENV} to {where}"
         )
     folder = root / s.folder
     missing = [f for f in s.required_files if not (folder / f).is_file()]

@@ -9,7 +9,7 @@ from fedscope.data.errors import DataError, Problem, ProblemLog
 from fedscope.data.registry import DatasetSpec, available
 
 # Format modules that can validate one of their files on its own.
-_FILE_FORMATS = ("c2dsr", "llmcdsr", "movielens", "xmarket", "hvideo")
+_FILE_FORMATS = ("c2dsr", "llmcdsr", "movielens", "xmarket", "hvideo", "interactions")
 
 
 def _matching_specs(folder: Path) -> list[DatasetSpec]:

@@ -3,6 +3,7 @@
 from fedscope.data.formats import (  # noqa: F401
     c2dsr,
     hvideo,
+    interactions,
     llmcdsr,
     movielens,
     synthetic,
