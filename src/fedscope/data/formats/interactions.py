@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,6 +127,28 @@ def _columns(
     return position
 
 
+def _read_table(
+    path: Path, required: tuple[str, ...], log: ProblemLog
+) -> tuple[_Parsed, dict[str, int]] | None:
+    """The parsed file and each header column's position; None when the header is unusable."""
+    parsed = _rows(path, log)
+    if parsed.header is None:
+        return None
+    col = _columns(path, parsed.header, required, log)
+    return None if col is None else (parsed, col)
+
+
+def _complete_rows(path: Path, parsed: _Parsed, log: ProblemLog) -> Iterator[tuple[int, list[str]]]:
+    """The rows with as many fields as the header; the others are reported."""
+    assert parsed.header is not None
+    width = len(parsed.header)
+    for line, row in parsed.rows:
+        if len(row) != width:
+            log.add(path, line, f"expected {width} fields as in the header, got {len(row)}")
+            continue
+        yield line, row
+
+
 def _parse_time(text: str) -> tuple[str, int] | None:
     """(kind, Unix seconds) of an integer or an ISO 8601 date/date-time; None otherwise."""
     t = text.strip()
@@ -142,19 +165,13 @@ def _parse_time(text: str) -> tuple[str, int] | None:
 
 def read_interactions(path: Path, log: ProblemLog) -> Interactions:
     out = Interactions()
-    parsed = _rows(path, log)
-    header, rows = parsed.header, parsed.rows
-    if header is None:
+    table = _read_table(path, INTERACTION_COLUMNS, log)
+    if table is None:
         return out
-    col = _columns(path, header, INTERACTION_COLUMNS, log)
-    if col is None:
-        return out
-    out.ignored_columns = [c for c in header if c not in INTERACTION_COLUMNS]
+    parsed, col = table
+    out.ignored_columns = [c for c in col if c not in INTERACTION_COLUMNS]
     kind: tuple[str, int] | None = None  # (kind, line) of the first timestamp
-    for line, row in rows:
-        if len(row) != len(header):
-            log.add(path, line, f"expected {len(header)} fields as in the header, got {len(row)}")
-            continue
+    for line, row in _complete_rows(path, parsed, log):
         user, item, domain, stamp = (row[col[c]].strip() for c in INTERACTION_COLUMNS)
         values = (user, item, domain, stamp)
         empty = [c for c, v in zip(INTERACTION_COLUMNS, values, strict=True) if not v]
@@ -185,27 +202,21 @@ def read_interactions(path: Path, log: ProblemLog) -> Interactions:
         out.domains.append(domain)
         out.times.append(parsed_time[1])
     parsed.report_error(path, log)
-    if not rows and parsed.error is None:
+    if not parsed.rows and parsed.error is None:
         log.add(path, None, "no interactions: the file has a header and nothing else")
     return out
 
 
 def read_items(path: Path, log: ProblemLog) -> ItemTable:
     table = ItemTable()
-    parsed = _rows(path, log)
-    header, rows = parsed.header, parsed.rows
-    if header is None:
+    read = _read_table(path, ITEM_KEY_COLUMNS, log)
+    if read is None:
         return table
-    col = _columns(path, header, ITEM_KEY_COLUMNS, log)
-    if col is None:
-        return table
-    names = [c for c in header if c not in ITEM_KEY_COLUMNS]
+    parsed, col = read
+    names = [c for c in col if c not in ITEM_KEY_COLUMNS]
     table.attributes = {n: {} for n in names}
     first_line: dict[tuple[str, str], int] = {}
-    for line, row in rows:
-        if len(row) != len(header):
-            log.add(path, line, f"expected {len(header)} fields as in the header, got {len(row)}")
-            continue
+    for line, row in _complete_rows(path, parsed, log):
         key = (row[col["domain"]].strip(), row[col["item"]].strip())
         if not all(key):
             log.add(path, line, "empty domain or item")
