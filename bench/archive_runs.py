@@ -36,6 +36,8 @@ def archive(source: Path, target: Path) -> list[str]:
     copied = []
     for run in sorted(p for p in source.iterdir() if (p / "results.json").is_file()):
         dest = target / run.name
+        if dest.exists() and dest.resolve() == run.resolve():
+            continue  # a run linked in from the archive: it is already there
         dest.mkdir(parents=True, exist_ok=True)
         for name in LIGHT_FILES:
             if (run / name).is_file():

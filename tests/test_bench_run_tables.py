@@ -82,3 +82,23 @@ def test_round_overhead_is_fit_time_against_client_compute(two_runs, tmp_path):
     assert row["mb_to_each_client"] == pytest.approx(trained[0]["bytes_to_clients"] / 2 / 1e6, 0.01)
     with pytest.raises(SystemExit, match=r"no metrics\.jsonl"):
         overhead.round_overhead(tmp_path, workers=2)
+
+
+def test_archive_copies_light_files_and_skips_runs_linked_from_the_archive(tmp_path: Path):
+    archive_runs = load_bench_script("archive_runs")
+    source, target = tmp_path / "runs", tmp_path / "archive"
+    fresh = source / "sasrec-federated-s1"
+    (fresh / "checkpoints").mkdir(parents=True)
+    for name in ("config.json", "results.json", "metrics.jsonl"):
+        (fresh / name).write_text(name)
+    (fresh / "checkpoints" / "last.npz").write_bytes(b"heavy")
+    (source / "unfinished-s1").mkdir()  # no results.json: not archived
+    (target / "fedscope-federated-s0").mkdir(parents=True)
+    (target / "fedscope-federated-s0" / "results.json").write_text("archived")
+    (source / "fedscope-federated-s0").symlink_to(target / "fedscope-federated-s0")
+
+    assert archive_runs.archive(source, target) == ["sasrec-federated-s1"]
+    copied = sorted(p.name for p in (target / "sasrec-federated-s1").iterdir())
+    assert copied == ["config.json", "metrics.jsonl", "results.json"]
+    assert (target / "fedscope-federated-s0" / "results.json").read_text() == "archived"
+    assert not (target / "unfinished-s1").exists()
