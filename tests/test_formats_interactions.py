@@ -76,6 +76,11 @@ def test_order_ties_iso_times_and_catalogue_only_items(tmp_path: Path) -> None:
     assert any("columns ignored in interactions.csv: rating" in n for n in ds.notes)
     assert any("1 of them without interactions" in n for n in ds.notes)
 
+    (folder / "items.csv").write_text("domain,item,title\n")  # present, lists nothing
+    assert any("items.csv: 0 items with attributes (title)" in n for n in _load(folder).notes)
+    (folder / "items.csv").unlink()
+    assert any(n.startswith("no items.csv") for n in _load(folder).notes)
+
 
 def test_every_bad_row_is_reported_with_its_line(tmp_path: Path) -> None:
     folder = _write(

@@ -68,6 +68,7 @@ class ItemTable:
 
     keys: list[tuple[str, str]] = field(default_factory=list)
     attributes: dict[str, dict[tuple[str, str], str]] = field(default_factory=dict)
+    present: bool = False  # the file exists (it may list no items)
 
 
 @dataclass
@@ -208,7 +209,7 @@ def read_interactions(path: Path, log: ProblemLog) -> Interactions:
 
 
 def read_items(path: Path, log: ProblemLog) -> ItemTable:
-    table = ItemTable()
+    table = ItemTable(present=True)
     read = _read_table(path, ITEM_KEY_COLUMNS, log)
     if read is None:
         return table
@@ -326,7 +327,7 @@ def _notes(
     ]
     if inter.ignored_columns:
         notes.append(f"columns ignored in {INTERACTIONS_FILE}: {', '.join(inter.ignored_columns)}")
-    if table.keys:
+    if table.present:
         notes.append(
             f"{ITEMS_FILE}: {len(listed):,} items with attributes "
             f"({', '.join(table.attributes) or 'none'}); {len(listed - used):,} of them without "
