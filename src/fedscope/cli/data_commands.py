@@ -148,8 +148,7 @@ def export(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     console.print(
-        f"wrote {written[0]} ({sum(len(ds.sequence(s)) for s in range(ds.n_sequences)):,} "
-        f"interactions) and {written[1]} ({ds.n_items_total:,} items); load them with "
+        f"wrote {written[0]} ({len(ds.items):,} interactions) and {written[1]} ({ds.n_items_total:,} items); load them with "
         f"`--set data.name=interactions --set data.data_dir={to}`",
         highlight=False,
     )

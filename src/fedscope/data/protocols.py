@@ -79,6 +79,22 @@ def leave_one_out(
     )
 
 
+def sequences_by_user(
+    user_index: np.ndarray, n_users: int, items: np.ndarray, times: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each user's items and times, in time order (equal times keep input order).
+
+    ``user_index[r]`` is the user (0..n_users-1) of row ``r``. Stable by time, then stable by
+    user, so ties within a user keep the rows' order (file order for the loaders).
+    """
+    if n_users == 0:  # np.split of an empty array still yields one piece: a user too many
+        return [], []
+    order = np.argsort(times, kind="stable")
+    order = order[np.argsort(user_index[order], kind="stable")]
+    bounds = np.cumsum(np.bincount(user_index, minlength=n_users))[:-1]
+    return np.split(items[order], bounds), np.split(times[order], bounds)
+
+
 def chronological(items: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Stable sort by time: ties keep their order in the source."""
     order = np.argsort(times, kind="stable")

@@ -77,7 +77,7 @@ def dataset_folder(name: str, data_dir: str | Path | None = None) -> Path | None
         where = (
             f"the folder that holds {', '.join(s.required_files)}"
             if own_folder
-            else (f"the folder that contains {s.folder}/")
+            else f"the folder that contains {s.folder}/"
         )
         raise DatasetNotFoundError(
             f"data set {name!r} needs a data root: pass --data-dir (data.data_dir in a "

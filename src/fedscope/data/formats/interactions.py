@@ -39,7 +39,7 @@ import numpy as np
 
 from fedscope.data.dataset import UNKNOWN, CrossDomainDataset, Domain
 from fedscope.data.errors import ProblemLog
-from fedscope.data.protocols import leave_one_out
+from fedscope.data.protocols import leave_one_out, sequences_by_user
 from fedscope.data.registry import DatasetSpec, register
 from fedscope.data.textio import is_uint, read_text
 
@@ -277,11 +277,7 @@ def build(folder: Path | None, log: ProblemLog, options: dict[str, Any]) -> Cros
         [global_of[k] for k in zip(inter.domains, inter.items, strict=True)], dtype=np.int64
     )
     times = np.array(inter.times, dtype=np.int64)
-    order = np.argsort(times, kind="stable")
-    order = order[np.argsort(user_index[order], kind="stable")]
-    bounds = np.cumsum(np.bincount(user_index, minlength=len(user_keys)))[:-1]
-    user_seqs = np.split(items[order], bounds)
-    user_times = np.split(times[order], bounds)
+    user_seqs, user_times = sequences_by_user(user_index, len(user_keys), items, times)
     return leave_one_out(
         name=NAME,
         protocol=PROTOCOL,
@@ -374,15 +370,13 @@ def write(dataset: CrossDomainDataset, folder: Path) -> tuple[Path, Path]:
     with interactions.open("w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh, lineterminator="\n")
         out.writerow(INTERACTION_COLUMNS)
+        doms = dataset.domain_of(dataset.items).tolist()
+        local = dataset.to_local(dataset.items).tolist()
+        times = dataset.times.tolist()
         for s, user in enumerate(seq_users):
-            lo, hi = int(dataset.seq_offsets[s]), int(dataset.seq_offsets[s + 1])
-            seq_items = dataset.items[lo:hi]
-            doms = dataset.domain_of(seq_items)
-            local = dataset.to_local(seq_items)
-            rows = zip(doms.tolist(), local.tolist(), dataset.times[lo:hi].tolist(), strict=True)
-            for d, i, t in rows:
-                dom = dataset.domains[d]
-                out.writerow((dataset.user_keys[user], dom.item_keys[i], dom.name, t))
+            for r in range(int(dataset.seq_offsets[s]), int(dataset.seq_offsets[s + 1])):
+                dom = dataset.domains[doms[r]]
+                out.writerow((dataset.user_keys[user], dom.item_keys[local[r]], dom.name, times[r]))
     attrs = sorted({a for d in dataset.domains for a in d.item_attributes})
     with items.open("w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh, lineterminator="\n")

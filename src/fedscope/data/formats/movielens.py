@@ -37,7 +37,7 @@ import numpy as np
 
 from fedscope.data.dataset import UNKNOWN, CrossDomainDataset, Domain
 from fedscope.data.errors import ProblemLog
-from fedscope.data.protocols import leave_one_out
+from fedscope.data.protocols import leave_one_out, sequences_by_user
 from fedscope.data.registry import DatasetSpec, register
 from fedscope.data.textio import is_uint, iter_lines
 
@@ -300,13 +300,8 @@ def build(folder: Path | None, log: ProblemLog, options: dict[str, Any]) -> Cros
     user_ids = np.unique(users)
     user_index = np.searchsorted(user_ids, users)
     items = np.array([global_of_movie[m] for m in movie_ids.tolist()], dtype=np.int64)
-    # Stable by time, then stable by user: each user's ratings in time order, ties in file order.
-    order = np.argsort(times, kind="stable")
-    order = order[np.argsort(user_index[order], kind="stable")]
-    bounds = np.cumsum(np.bincount(user_index, minlength=len(user_ids)))[:-1]
-    # np.split of an empty array still yields one piece, which would be a user too many.
-    user_seqs = np.split(items[order], bounds) if len(user_ids) else []
-    user_times = np.split(times[order], bounds) if len(user_ids) else []
+    # each user's ratings in time order, ties in file order
+    user_seqs, user_times = sequences_by_user(user_index, len(user_ids), items, times)
     user_keys = [str(u) for u in user_ids.tolist()]
     user_attributes: dict[str, list[str]] = {}
     if user_table is not None:

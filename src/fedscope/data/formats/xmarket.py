@@ -27,7 +27,7 @@ import numpy as np
 
 from fedscope.data.dataset import CrossDomainDataset, Domain
 from fedscope.data.errors import ProblemLog
-from fedscope.data.protocols import leave_one_out
+from fedscope.data.protocols import leave_one_out, sequences_by_user
 from fedscope.data.registry import DatasetSpec, register
 from fedscope.data.textio import iter_lines
 
@@ -148,12 +148,7 @@ def build(folder: Path | None, log: ProblemLog, options: dict[str, Any]) -> Cros
     user_keys = sorted(set(user_names))
     index_of_user = {u: k for k, u in enumerate(user_keys)}
     user_index = np.array([index_of_user[u] for u in user_names], dtype=np.int64)
-    order = np.argsort(times, kind="stable")
-    order = order[np.argsort(user_index[order], kind="stable")]
-    bounds = np.cumsum(np.bincount(user_index, minlength=len(user_keys)))[:-1]
-    # np.split of an empty array still yields one piece, which would be a user too many.
-    user_seqs = np.split(items[order], bounds) if user_keys else []
-    user_times = np.split(times[order], bounds) if user_keys else []
+    user_seqs, user_times = sequences_by_user(user_index, len(user_keys), items, times)
 
     markets_of_user: dict[str, list[str]] = {}
     for mr in markets:
