@@ -189,7 +189,7 @@ def test_a_stored_run_with_other_settings_is_refused_before_anything_trains(
         execute(exp, plan, root, echo=lambda _: None)
     assert [r["state"] for r in dry_run(plan, root)][:-1] == ["new"] * (len(rows) - 1)
 
-    # How many clients trained at once changes no result (test_federation), so a run trained
+    # How many clients trained at once changes no result (test_resume.py), so a run trained
     # with another number is the planned run.
     faster = plan.config(last, 0).model_copy(deep=True)
     faster.federation.parallel_clients = 7
