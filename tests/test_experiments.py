@@ -394,6 +394,12 @@ def test_quick_experiment_end_to_end_and_report_from_stored_runs(tmp_path: Path)
     again = cli(*args).stdout
     assert again.count("stored, reused") == 2
     assert {p: (p / "results.json").stat().st_mtime_ns for p in runs_before} == stamps
+    # A finished run that another command holds (reading it for its own plan, evaluating it)
+    # is still stored to this one: two commands sharing a grid start on the same shared run.
+    with run_held_by_another_process(fed_dir):
+        assert cli(*args).stdout.count("stored, reused") == 2
+        plan = get("rq5_standalone").plan("quick", sets=TINY[1::2], root=root)
+        assert {r["state"] for r in dry_run(plan, root)} == {"stored"}
     # Other settings on the same root are refused instead of silently mixed.
     bad = cli(*args, "--set", "train.lr=0.01", check=False)
     assert bad.returncode != 0 and "train.lr" in bad.stdout + bad.stderr

@@ -40,6 +40,7 @@ from fedscope.evaluation.evaluator import Mode
 from fedscope.evaluation.paired import InstanceRanks, save_ranks
 from fedscope.federation import run_dir as layout
 from fedscope.federation.run_dir import CONFIG_FILE
+from fedscope.files import atomic_write_text
 from fedscope.privacy.plan import PrivacyPlan, make_plan, plan_path, sends_per_client
 from fedscope.privacy.report import write_report
 from fedscope.training.task import (
@@ -367,7 +368,8 @@ def _finalise_held(run_dir: Path) -> dict[str, Any]:
         rounds_done = layout.load_checkpoint(layout.last_checkpoint_path(run_dir)).round
         report = write_report(run_dir, rounds_done)
         out["privacy"] = {k: v for k, v in report.items() if k != "clients"}
-    (run_dir / RESULTS_FILE).write_text(json.dumps(out, indent=2))
+    # Atomic: another command may be reading a stored run's results while it is re-evaluated.
+    atomic_write_text(run_dir / RESULTS_FILE, json.dumps(out, indent=2))
     floor = task.validation_evaluator().evaluate(PopularityScorer(task.dataset))
     plot_convergence(run_dir, floor.metrics["overall"]["HR@10"])
     return out

@@ -140,10 +140,12 @@ def check_stored_runs(plan: Plan, root: Path) -> None:
 
 
 def run_state(run_dir: Path) -> str:
-    if layout.in_use_by(run_dir) is not None:
-        return "in use"
+    # A finished run is only read again (reused by another plan, evaluated), and its results
+    # are replaced atomically: a command that holds it meanwhile does not make it "in use".
     if (run_dir / runner.RESULTS_FILE).is_file():
         return "stored"
+    if layout.in_use_by(run_dir) is not None:
+        return "in use"
     if (run_dir / runner.CONFIG_FILE).is_file():
         return "interrupted"
     return "new"
@@ -155,6 +157,10 @@ def run_or_reuse(
     """(results, seconds trained now; None when reused). PrivacySettingsError is raised before
     anything is written when a privacy plan refuses the budget, RunInUseError when another
     process is training the run (so that two experiment commands can share a grid)."""
+    if run_state(run_dir) == "stored":  # read without the lock (see run_state)
+        if check:
+            check_same_config(run_dir, cfg)
+        return json.loads((run_dir / runner.RESULTS_FILE).read_text()), None
     # Held from the state check on: a second process must not prepare or resume it meanwhile.
     with layout.exclusive(run_dir):
         state = run_state(run_dir)
