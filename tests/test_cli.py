@@ -50,6 +50,46 @@ def test_user_errors_are_one_clear_line_not_a_traceback(tmp_path):
     assert p.returncode == 2 and "missing" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_a_refused_train_command_leaves_no_half_run(tmp_path, monkeypatch):
+    """A mistyped method or a missing semantic store is refused before anything is written, so
+    the corrected command can use the same --run-dir (it used to say "already holds a run")."""
+    small = [
+        "--set",
+        'data.options={"n_users": 120, "n_items": 60}',
+        "--set",
+        "federation.rounds=1",
+    ]
+    run_dir, store = tmp_path / "run", tmp_path / "items-only"
+    sizes = ["--set", "n_users=120", "--set", "n_items=60"]
+    run("augment", "--dataset", "synthetic", *sizes, "--side", "items", "--out", str(store))
+    for bad, message in (
+        ("method=sasrek", "unknown method 'sasrek'; known methods: fedcsr, fedscope,"),
+        (f"semantics.store={tmp_path / 'no-store'}", "manifest.json: not found"),
+        (f"semantics.store={store}", "the store has no user features (semantics.users=true)"),
+    ):
+        p = run("train", *small, "--set", bad, "--run-dir", str(run_dir), check=False)
+        err = " ".join(p.stderr.split())
+        assert p.returncode == 2 and message in err and "Traceback" not in err, err
+        assert not run_dir.exists()
+    # A failure while the run is being written takes back only what this call wrote.
+    from fedscope.config import load_config
+    from fedscope.experiments import runner
+
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "save_partitioning", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        runner.prepare_run(load_config(None, small[1::2]), run_dir)
+    assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]
+    monkeypatch.undo()
+    assert runner.prepare_run(load_config(None, small[1::2]), run_dir) == run_dir
+    assert (run_dir / runner.CONFIG_FILE).is_file() and (run_dir / "notes.txt").is_file()
+
+
 def test_validate_reports_each_problem_and_fails(data_root, tmp_path):
     src = require_file(data_root, "amazon-food-kitchen/validdata_new.txt")
     broken = tmp_path / "validdata_new.txt"

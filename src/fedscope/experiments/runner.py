@@ -21,6 +21,7 @@ the selected weights, in both ranking protocols.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -41,11 +42,13 @@ from fedscope.evaluation.paired import InstanceRanks, save_ranks
 from fedscope.federation import run_dir as layout
 from fedscope.federation.run_dir import CONFIG_FILE
 from fedscope.files import atomic_write_text
+from fedscope.methods import method_class
 from fedscope.privacy.plan import PrivacyPlan, make_plan, plan_path, sends_per_client
 from fedscope.privacy.report import write_report
 from fedscope.training.task import (
     PARTITION_FILE,
     RecommendationTask,
+    check_semantics,
     schedule_length,
     validation_metrics,
 )
@@ -108,9 +111,38 @@ def prepare_run(config: ExperimentConfig, run_dir: Path) -> Path:
     if (run_dir / CONFIG_FILE).exists():
         raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it")
     dataset = load_dataset(config.data.name, config.data.data_dir, **config.data.options)
+    # Refused before anything is written, so that the corrected command can reuse --run-dir:
+    # an unknown method, a semantic store that does not fit the data, a budget that cannot be
+    # met.
+    method_class(config.method)
+    check_semantics(config, dataset)
     partitioning = make_partitioning(config, dataset)
-    # Solved before anything is written: a budget that cannot be met is refused up front.
     plan = privacy_plan_for(config, partitioning) if config.privacy.enabled else None
+    existed = set(run_dir.iterdir()) if run_dir.is_dir() else None
+    try:
+        _write_run(config, run_dir, dataset, partitioning, plan)
+    except BaseException:
+        # Half a run would block the next attempt ("already holds a run"): take back what
+        # this call wrote, and nothing else.
+        if existed is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            for path in set(run_dir.iterdir()) - existed:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        raise
+    return run_dir
+
+
+def _write_run(
+    config: ExperimentConfig,
+    run_dir: Path,
+    dataset: CrossDomainDataset,
+    partitioning: Partitioning,
+    plan: PrivacyPlan | None,
+) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
     save_partitioning(partitioning, run_dir / PARTITION_FILE)
@@ -136,7 +168,6 @@ def prepare_run(config: ExperimentConfig, run_dir: Path) -> Path:
         from fedscope.privacy.alignment import align_run
 
         align_run(run_dir)
-    return run_dir
 
 
 def privacy_plan_for(config: ExperimentConfig, partitioning: Partitioning) -> PrivacyPlan:

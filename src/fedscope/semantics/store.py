@@ -167,6 +167,39 @@ class SemanticStore:
             )
         return part
 
+    def _checked_manifest(self, dataset: CrossDomainDataset | None) -> dict[str, Any]:
+        """The manifest of a store this fedscope reads, made from ``dataset`` when given."""
+        manifest = self._manifest()
+        if not manifest:
+            raise StoreError(f"{self.path / MANIFEST}: not found; run `fedscope augment` first")
+        if manifest.get("format") != FORMAT_VERSION:
+            raise StoreError(
+                f"{self.path / MANIFEST}: format {manifest.get('format')!r}, "
+                f"this fedscope reads {FORMAT_VERSION}"
+            )
+        if dataset is not None:
+            expected = (dataset.name, dataset.fingerprint, dataset.n_items_total, dataset.n_users)
+            found = tuple(manifest[k] for k in ("dataset", "fingerprint", "n_items", "n_users"))
+            if expected != found:
+                raise StoreError(
+                    f"{self.path / MANIFEST}: made for data set {found[0]!r} "
+                    f"(fingerprint {found[1][:12]}, {found[2]} items, {found[3]} users), not for "
+                    f"{expected[0]!r} (fingerprint {expected[1][:12]}, {expected[2]} items, "
+                    f"{expected[3]} users)"
+                )
+        return manifest
+
+    @classmethod
+    def check(cls, path: str | Path, dataset: CrossDomainDataset, items: bool, users: bool) -> None:
+        """Refuse a store that :meth:`load` would refuse for ``dataset``, or that lacks a side
+        asked for, from its manifest alone (nothing large is read)."""
+        store = cls(path)
+        parts = store._checked_manifest(dataset).get("parts", {})
+        if items and "items" not in parts:
+            raise StoreError(f"{path}: the store has no item features (semantics.items=true)")
+        if users and not any(s == ALL_USERS or s.startswith("client-") for s in parts):
+            raise StoreError(f"{path}: the store has no user features (semantics.users=true)")
+
     @classmethod
     def load(
         cls,
@@ -181,25 +214,8 @@ class SemanticStore:
         sizes), so that rows line up with global item ids and user indices.
         """
         store = cls(path)
-        manifest = store._manifest()
-        if not manifest:
-            raise StoreError(f"{store.path / MANIFEST}: not found; run `fedscope augment` first")
-        if manifest.get("format") != FORMAT_VERSION:
-            raise StoreError(
-                f"{store.path / MANIFEST}: format {manifest.get('format')!r}, "
-                f"this fedscope reads {FORMAT_VERSION}"
-            )
+        manifest = store._checked_manifest(dataset)
         n_items, n_users, dim = manifest["n_items"], manifest["n_users"], manifest["dim"]
-        if dataset is not None:
-            expected = (dataset.name, dataset.fingerprint, dataset.n_items_total, dataset.n_users)
-            found = (manifest["dataset"], manifest["fingerprint"], n_items, n_users)
-            if expected != found:
-                raise StoreError(
-                    f"{store.path / MANIFEST}: made for data set {found[0]!r} "
-                    f"(fingerprint {found[1][:12]}, {n_items} items, {n_users} users), not for "
-                    f"{expected[0]!r} (fingerprint {expected[1][:12]}, {expected[2]} items, "
-                    f"{expected[3]} users)"
-                )
         parts = manifest.get("parts", {})
         item_features = item_mask = None
         if "items" in parts:

@@ -83,6 +83,16 @@ def validation_metrics(result_metrics: dict[str, dict[str, float]]) -> dict[str,
     return out
 
 
+def check_semantics(config: ExperimentConfig, dataset: CrossDomainDataset) -> bool:
+    """Whether the config asks for semantic features; a store that cannot give them for
+    ``dataset`` is refused (a StoreError naming the store and the problem)."""
+    sem = config.semantics
+    if sem.store is None or not (sem.items or sem.users):
+        return False
+    SemanticStore.check(sem.store, dataset, items=sem.items, users=sem.users)
+    return True
+
+
 def load_semantics(
     config: ExperimentConfig, dataset: CrossDomainDataset
 ) -> SemanticFeatures | None:
@@ -92,13 +102,9 @@ def load_semantics(
     used for its own users' batches); in a deployment a client loads its own file only.
     """
     sem = config.semantics
-    if sem.store is None or not (sem.items or sem.users):
+    if not check_semantics(config, dataset):
         return None
     features = SemanticStore.load(sem.store, dataset=dataset)
-    if sem.items and features.item_features is None:
-        raise ValueError(f"{sem.store}: the store has no item features (semantics.items=true)")
-    if sem.users and features.user_features is None:
-        raise ValueError(f"{sem.store}: the store has no user features (semantics.users=true)")
     return SemanticFeatures(
         features.item_features if sem.items else None,
         features.item_mask if sem.items else None,
