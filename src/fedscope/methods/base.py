@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from importlib import metadata
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -118,21 +119,68 @@ class Method(ABC):
 
 _METHODS: dict[str, type[Method]] = {}
 
+# Methods outside fedscope: an installed distribution declares
+#   [project.entry-points."fedscope.methods"]
+#   my-method = "my_package.my_module:MyMethod"
+# and ``method = "my-method"`` then works everywhere a built-in method does. Entry points rather
+# than an import path in the config: Flower's workers look the method up by name in their own
+# processes, and an installed distribution is visible to every one of them.
+PLUGIN_GROUP = "fedscope.methods"
+
+
+class MethodPluginError(ValueError):
+    """An installed method plugin that cannot be used (names the entry point and the problem)."""
+
 
 def register(cls: type[Method]) -> type[Method]:
     _METHODS[cls.name] = cls
     return cls
 
 
+def _plugin_entry_points() -> list[metadata.EntryPoint]:
+    return sorted(metadata.entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)
+
+
+def _load_plugin(ep: metadata.EntryPoint) -> type[Method]:
+    dist = f" of {ep.dist.name} {ep.dist.version}" if ep.dist is not None else ""
+    where = f"method plugin {ep.name!r} ({ep.value}{dist}, entry point group {PLUGIN_GROUP!r})"
+    try:
+        cls = ep.load()
+    except Exception as exc:
+        raise MethodPluginError(f"{where}: cannot be loaded: {type(exc).__name__}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise MethodPluginError(f"{where}: {cls!r} is not a subclass of fedscope.methods.Method")
+    if getattr(cls, "name", None) != ep.name:
+        raise MethodPluginError(
+            f"{where}: the class is named {getattr(cls, 'name', None)!r}; its entry point must "
+            "carry the same name, which is what configs and stored runs refer to"
+        )
+    taken = _METHODS.get(ep.name)
+    if taken is not None and taken is not cls:
+        raise MethodPluginError(
+            f"{where}: the name is already taken by {taken.__module__}.{taken.__qualname__}"
+        )
+    _METHODS[ep.name] = cls
+    return cls
+
+
 def method_class(name: str) -> type[Method]:
     from fedscope import methods  # noqa: F401  (importing the package registers every method)
 
-    if name not in _METHODS:
-        raise KeyError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    if name in _METHODS:
+        return _METHODS[name]
+    plugins = _plugin_entry_points()
+    for ep in plugins:
+        if ep.name == name:
+            return _load_plugin(ep)
+    known = sorted({*_METHODS, *(ep.name for ep in plugins)})
+    raise KeyError(f"unknown method {name!r}; known methods: {', '.join(known)}")
 
 
 def available_methods() -> dict[str, str]:
+    """Every method by name, built-in and installed plugins, with its description."""
     from fedscope import methods  # noqa: F401
 
+    for ep in _plugin_entry_points():
+        _load_plugin(ep)
     return {n: c.description for n, c in sorted(_METHODS.items())}
