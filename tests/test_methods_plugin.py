@@ -79,6 +79,9 @@ def test_the_documented_plugin_trains_federatedly_through_the_command(tmp_path: 
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert model["metrics"]["overall"]["HR@10"] > floor["metrics"]["overall"]["HR@10"] + 0.1
 
+    listing = " ".join(fedscope(site, "methods").stdout.split())
+    assert "mean-pool │ plugin (my_methods.mean_pool) │ mean of the history's item" in listing
+    assert "sasrec │ fedscope │ SASRec per domain" in listing
     # The unknown-method message lists installed plugins with the built-in methods.
     p = fedscope(site, "train", *sets([*TINY, "method=mean-poll"]))
     assert p.returncode == 2
@@ -111,6 +114,8 @@ def test_a_broken_plugin_is_refused_with_its_entry_point_named(tmp_path: Path) -
         err = " ".join(p.stderr.split())
         assert p.returncode == 2 and message in err and "Traceback" not in err, err
         assert not run_dir.exists()
+    p = fedscope(site, "methods")  # listing loads every plugin: the broken one is named
+    assert p.returncode == 2 and "method plugin 'gone'" in " ".join(p.stderr.split())
     # Built-in methods do not depend on a broken plugin being importable.
     from fedscope.experiments.suite.rq1_overall import registered_grid
 

@@ -157,6 +157,24 @@ def train(
 
 
 @app.command()
+def methods() -> None:
+    """The methods `--set method=NAME` accepts: built-in ones and installed plugins."""
+    from rich.table import Table
+
+    from fedscope.methods import available_methods, method_class
+
+    table = Table()
+    for column in ("method", "from", "description"):
+        table.add_column(column)
+    for name, description in available_methods().items():
+        module = method_class(name).__module__
+        source = "fedscope" if module.split(".")[0] == "fedscope" else f"plugin ({module})"
+        table.add_row(name, source, description)
+    console.print(table)
+    console.print("Plugins: see docs/methods.md (entry-point group fedscope.methods).", style="dim")
+
+
+@app.command()
 def evaluate(run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")]) -> None:
     """Evaluate a run's selected model (validation-selected) on validation and test, both protocols."""
     if not (run_dir / runner.CONFIG_FILE).is_file():
