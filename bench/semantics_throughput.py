@@ -9,6 +9,8 @@ Measured, each with a fresh cache (so every entity really runs through the model
   (LLMCDSR release: every item has a title), per torch thread count;
 * llm backend (Gemma 3 270M Q4_K_M through llama-cpp-python, grammar-constrained JSON, then
   the encoder): items/s and users/s on a small sample, with the valid/repaired/N/A counts;
+* the two greedy decoders of the llm backend (llama-cpp-python's grammar sampling against
+  fedscope's GreedyGrammar), alternately on the same items, with whether their answers agree;
 * the time to augment a whole data set (items and users) with the encoder backend, and the
   time of the rerun that finds everything in the cache.
 
@@ -111,6 +113,59 @@ def llm_rates(ds: Any, n_items: int, n_users: int, threads: int) -> dict[str, An
     }
 
 
+def greedy_decoders(ds: Any, n_items: int, threads: int) -> dict[str, Any]:
+    """Seconds per item answer of llama-cpp-python's grammar sampling against GreedyGrammar
+    (fedscope's default), alternating on the same prompts from an empty context each time,
+    so that both see the same load; and whether every answer is the same."""
+    from fedscope.semantics.llm import LlamaGenerator
+    from fedscope.semantics.prompts import item_prompt
+    from fedscope.semantics.schemas import item_schema
+
+    generator = LlamaGenerator(threads=threads)
+    max_tokens = generator.settings.max_tokens_item
+    catalogue = Catalogue(ds.domains)
+    facts = [f for f in (catalogue.facts(i) for i in range(catalogue.n_items)) if f.has_text]
+    seconds: dict[str, list[float]] = {"library": [], "greedy_grammar": []}
+    tokens: dict[str, int] = {"library": 0, "greedy_grammar": 0}
+    same = full_passes = 0
+    before = load()
+    for k, item in enumerate(facts[:n_items]):
+        schema = item_schema(item.domain)
+        prompt = item_prompt(item, schema)
+        answers = {}
+        for way in ("library", "greedy_grammar") if k % 2 == 0 else ("greedy_grammar", "library"):
+            start = time.perf_counter()
+            if way == "greedy_grammar":
+                count = generator.n_tokens
+                answers[way] = generator.generate(prompt, schema.json_schema(), max_tokens)
+                tokens[way] += generator.n_tokens - count
+                full_passes += generator.last_full_passes
+            else:
+                generator._llm.reset()
+                result = generator._llm.create_chat_completion(
+                    messages=generator._messages(prompt),
+                    response_format={"type": "json_object", "schema": schema.json_schema()},
+                    temperature=0.0,
+                    max_tokens=max_tokens,
+                    seed=generator.settings.seed,
+                )
+                answers[way] = result["choices"][0]["message"]["content"]
+                tokens[way] += int(result["usage"]["completion_tokens"])
+            seconds[way].append(time.perf_counter() - start)
+        same += answers["library"] == answers["greedy_grammar"]
+    out: dict[str, Any] = {"threads": threads, "items": len(seconds["library"]), "same": same}
+    for way, values in seconds.items():
+        out[way] = {
+            "median_s_per_item": round(float(np.median(values)), 3),
+            "total_s": round(sum(values), 1),
+            "completion_tokens": tokens[way],
+            "tokens_per_s": round(tokens[way] / sum(values), 2),
+        }
+    out["full_vocabulary_passes"] = full_passes
+    out["loadavg_before"], out["loadavg_after"] = before, load()
+    return out
+
+
 def full_run(name: str, data_dir: str | None, threads: int) -> dict[str, Any]:
     ds = load_dataset(name, data_dir)
     encoder = SentenceEncoder(threads=threads)
@@ -140,15 +195,21 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--encoder-items", type=int, default=3000)
     parser.add_argument("--encoder-users", type=int, default=1000)
-    parser.add_argument("--encoder-threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--encoder-threads", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--llm-items", type=int, default=20)
     parser.add_argument("--llm-users", type=int, default=10)
-    parser.add_argument("--llm-threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--llm-threads", type=int, nargs="*", default=[1])
     parser.add_argument(
         "--llm-contention-items",
         type=int,
         default=5,
         help="items for a short llm run with 2 threads (shows thread contention)",
+    )
+    parser.add_argument(
+        "--llm-decoders",
+        type=int,
+        default=10,
+        help="items answered by both greedy decoders, alternately (0: skip)",
     )
     parser.add_argument("--full", nargs="*", default=["food-kitchen-llmcdsr", "food-kitchen"])
     parser.add_argument("--skip-full", action="store_true")
@@ -190,6 +251,14 @@ def main() -> None:
         run["note"] = "2 llama.cpp threads on the 2 shared cores (contention check)"
         result["runs"].append(run)
         print(f"llm t=2: {run['items']['per_second']:.3f} items/s", flush=True)
+    if args.llm_decoders:
+        result["greedy_decoders"] = run = greedy_decoders(ds, args.llm_decoders, 1)
+        print(
+            f"llm greedy decoders, {run['items']} items: library "
+            f"{run['library']['median_s_per_item']} s/item, GreedyGrammar "
+            f"{run['greedy_grammar']['median_s_per_item']} s/item, same answers {run['same']}",
+            flush=True,
+        )
     if not args.skip_full:
         best = max(
             (r for r in result["runs"] if r["backend"] == "encoder"),

@@ -607,6 +607,45 @@ def test_llm_answers_are_validated_cached_and_resumed(generator, encoder, tmp_pa
 
 
 @pytest.mark.slow
+def test_greedy_answers_are_the_librarys_grammar_answers(generator):
+    """GreedyGrammar checks the grammar on the best token first; the answers must be exactly
+    those of llama-cpp-python's own grammar sampling (which checks every token every step).
+    And an answer depends on its prompt alone, not on the prompt generated before it."""
+    kitchen, users = item_schema("Kitchen"), user_schema(["Food", "Kitchen"])
+    history = [
+        item_facts("Food", {"title": "Earl Grey Tea, 100 bags"}),
+        item_facts("Kitchen", {"title": "Glass Teapot with Infuser"}),
+    ]
+    cases = [
+        (
+            item_prompt(item_facts("Kitchen", {"title": "Dyson DC65 Upright Vacuum"}), kitchen),
+            kitchen,
+        ),
+        (item_prompt(item_facts("Kitchen", {"title": "KAHLA Touch Cup, Blue"}), kitchen), kitchen),
+        (item_prompt(item_facts("Movie", {"title": "Casablanca", "year": "1942"}), MOVIE), MOVIE),
+        (user_prompt(history, users), users),
+    ]
+    full_passes = 0
+    for prompt, schema in cases:
+        ours = generator.generate(prompt, schema.json_schema(), max_tokens=64)
+        full_passes += generator.last_full_passes
+        generator._llm.reset()  # from an empty context, as generate() does
+        library = generator._llm.create_chat_completion(
+            messages=generator._messages(prompt),
+            response_format={"type": "json_object", "schema": schema.json_schema()},
+            temperature=0.0,
+            max_tokens=64,
+            seed=generator.settings.seed,
+        )["choices"][0]["message"]["content"]
+        assert ours == library and ours.startswith("{")
+    assert full_passes > 0  # the fallback path was taken too, and agreed
+    # Again in reverse order: each prompt now follows another one than before.
+    again = [generator.generate(p, s.json_schema(), max_tokens=64) for p, s in cases[::-1]]
+    first = [generator.generate(p, s.json_schema(), max_tokens=64) for p, s in cases]
+    assert again[::-1] == first
+
+
+@pytest.mark.slow
 def test_llm_takes_any_gguf_file(generator):
     from fedscope.semantics.llm import LlamaGenerator
 
