@@ -225,6 +225,25 @@ def test_a_run_another_process_is_training_is_skipped_not_touched(tmp_path: Path
     assert dry_run(plan, root)[0]["state"] == "interrupted"
 
 
+def test_jobs_train_the_runs_of_a_grid_at_once(tmp_path: Path) -> None:
+    root = tmp_path / "exp"
+    args = ["experiment", "rq5_standalone", "--quick", "--root", str(root), *TINY]
+    out = cli(*args, "--jobs", "2").stdout
+    assert "training 2 runs, 2 at a time" in out and out.count("trained in") == 2
+    index = json.loads((root / "rq5_standalone" / "quick" / INDEX_FILE).read_text())
+    assert [r["status"] for r in index["runs"]] == ["done", "done"]
+    assert all(r["wall_s"] > 0 and "note" not in r for r in index["runs"])
+    # At once: each run was prepared before the other had its results.
+    (a0, a1), (b0, b1) = (
+        ((root / r["run_dir"] / name).stat().st_mtime for name in ("config.json", "results.json"))
+        for r in index["runs"]
+    )
+    assert a0 < b1 and b0 < a1
+    assert cli(*args, "--jobs", "2").stdout.count("stored, reused") == 2
+    bad = cli(*args, "--jobs", "0", check=False)
+    assert bad.returncode == 2 and "--jobs" in bad.stderr
+
+
 def test_the_index_keeps_runs_another_command_finished(tmp_path: Path) -> None:
     """Two commands sharing a grid each write the index; whichever writes last, a run either
     of them finished is listed as done, not as the other's stale "in use"."""

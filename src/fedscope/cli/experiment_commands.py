@@ -77,6 +77,15 @@ def experiment(
             "--stored-only.",
         ),
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            min=1,
+            help="Train this many runs at once, each in its own process (a run itself uses "
+            "federation.parallel_clients workers of train.threads threads).",
+        ),
+    ] = 1,
     stored_only: Annotated[
         bool,
         typer.Option(
@@ -145,6 +154,7 @@ def experiment(
         echo=lambda s: console.print(s, highlight=False),
         train=not stored_only,
         only=selected,
+        jobs=jobs,
     )
     done = sum(r["status"] == "done" for r in index["runs"])
     console.print(

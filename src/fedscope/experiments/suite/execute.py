@@ -16,8 +16,10 @@ writes last, the index lists every run either of them finished.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -257,13 +259,17 @@ def execute(
     echo: Echo = print,
     train: bool = True,
     only: Collection[str] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Train or reuse every run of ``plan`` under ``root``; write and return the index.
 
     ``train=False`` trains and prepares nothing: the index lists the stored runs as done and
     every other run as ``not run`` (or ``in use``), so a report can show a partial grid.
     ``only`` (run names, see :func:`check_only`) trains just those runs; the others are
-    indexed as with ``train=False``."""
+    indexed as with ``train=False``. ``jobs`` runs that many trainings at once, each in its
+    own process."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     root = Path(root)
     selected = check_only(plan, only)
     folder = experiment_folder(root, exp.name, plan.mode)
@@ -282,49 +288,105 @@ def execute(
     if train:
         exp.prepare(plan, root, echo)
     t_start = time.perf_counter()
-    for spec, seed, run_dir in _planned(plan, root):
-        shown = str(run_dir.relative_to(root))
-        cfg = plan.config(spec, seed)
-        entry: dict[str, Any] = _spec_json(spec) | {
-            "seed": seed,
-            "run_dir": shown,
-            "config": f"{shown}/{runner.CONFIG_FILE}",
-        }
-        trains = train and (selected is None or spec.name in selected)
-        state = "stored" if trains else run_state(run_dir)
-        if state != "stored":
-            entry |= {"status": "in use" if state == "in use" else "not run", "wall_s": None}
-            echo(f"  {shown}: {spec.label}: {entry['status']}")
-            index["runs"].append(entry)
-            continue
-        try:
-            # check=False: check_stored_runs compared every stored run before the loop.
-            results, seconds = run_or_reuse(run_dir, cfg, check=False)
-        except PrivacySettingsError as exc:
-            entry |= {"status": "infeasible", "note": str(exc), "wall_s": None}
-            echo(f"  {shown}: infeasible: {exc}")
-        except layout.RunInUseError as exc:
-            entry |= {"status": "in use", "note": exc.holder, "wall_s": None}
-            echo(f"  {shown}: being trained by {exc.holder}; skipped (run again to include it)")
+    entries: list[dict[str, Any]] = []
+    to_train: list[tuple[int, RunSpec, Path, ExperimentConfig]] = []
+
+    def record(position: int, label: str, outcome: tuple[Any, ...]) -> None:
+        nonlocal index
+        entry, shown = entries[position], entries[position]["run_dir"]
+        if outcome[0] == "infeasible":
+            entry |= {"status": "infeasible", "note": outcome[1], "wall_s": None}
+            echo(f"  {shown}: infeasible: {outcome[1]}")
+        elif outcome[0] == "in use":
+            entry |= {"status": "in use", "note": outcome[1], "wall_s": None}
+            echo(f"  {shown}: being trained by {outcome[1]}; skipped (run again to include it)")
         else:
+            _, results, seconds = outcome
             reused = seconds is None
             entry |= {
                 "status": "done",
                 "reused": reused,
                 "wall_s": walls.get(shown) if reused else round(seconds, 1),
             }
+            entry.pop("note", None)
             meta = results["run"]
             index.setdefault("dataset", meta["dataset"])
             index.setdefault("dataset_fingerprint", meta["dataset_fingerprint"])
             index.setdefault("protocol", meta["protocol"])
             index.setdefault("protocol_note", meta["protocol_note"])
             how = "stored, reused" if reused else f"trained in {seconds:.0f}s"
-            echo(f"  {shown}: {spec.label}: {how}")
-        index["runs"].append(entry)
+            echo(f"  {shown}: {label}: {how}")
+        index["runs"] = [dict(e) for e in entries]
         index["wall_s_this_call"] = round(time.perf_counter() - t_start, 1)
         index["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
         index = write_index(index_path, index)
+
+    for spec, seed, run_dir in _planned(plan, root):
+        shown = str(run_dir.relative_to(root))
+        cfg = plan.config(spec, seed)
+        entries.append(
+            _spec_json(spec)
+            | {"seed": seed, "run_dir": shown, "config": f"{shown}/{runner.CONFIG_FILE}"}
+        )
+        trains = train and (selected is None or spec.name in selected)
+        state = run_state(run_dir)
+        if not trains and state != "stored":
+            entries[-1] |= {"status": "in use" if state == "in use" else "not run", "wall_s": None}
+            echo(f"  {shown}: {spec.label}: {entries[-1]['status']}")
+        elif state == "stored" or jobs == 1:
+            # check=False: check_stored_runs compared every stored run before the loop.
+            record(len(entries) - 1, spec.label, train_cell(run_dir, cfg))
+            continue
+        else:
+            entries[-1] |= {"status": "in use", "note": "this command", "wall_s": None}
+            to_train.append((len(entries) - 1, spec, run_dir, cfg))
+        index["runs"] = [dict(e) for e in entries]
+        index = write_index(index_path, index)
+    if to_train:
+        _train_in_parallel(to_train, jobs, record, echo)
+    index["runs"] = [dict(e) for e in entries]
     return write_index(index_path, index)
+
+
+def train_cell(run_dir: Path, cfg: ExperimentConfig) -> tuple[Any, ...]:
+    """One cell of a grid: ``("done", results, seconds trained or None when reused)``,
+    ``("infeasible", why)`` or ``("in use", holder)``. A top-level function, so that a
+    process pool (``--jobs``) can run it."""
+    try:
+        results, seconds = run_or_reuse(run_dir, cfg, check=False)
+    except PrivacySettingsError as exc:
+        return ("infeasible", str(exc))
+    except layout.RunInUseError as exc:
+        return ("in use", exc.holder)
+    return ("done", results, seconds)
+
+
+def _train_in_parallel(
+    cells: list[tuple[int, RunSpec, Path, ExperimentConfig]],
+    jobs: int,
+    record: Callable[[int, str, tuple[Any, ...]], None],
+    echo: Echo,
+) -> None:
+    """Train ``cells`` in ``jobs`` processes at once, in plan order, recording each as it ends.
+
+    Each cell is a whole run in its own process (with its own Flower simulation), so results
+    are those of training them one after another. A cell that fails stops the cells not yet
+    started; those already training finish (or can be resumed), then the error is raised."""
+    # spawn: a forked copy of this process would share its threads' locks and torch state
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        running = {}
+        for position, spec, run_dir, cfg in cells:
+            running[pool.submit(train_cell, run_dir, cfg)] = (position, spec.label)
+        echo(f"  training {len(cells)} runs, {jobs} at a time")
+        try:
+            for future in as_completed(running):
+                position, label = running[future]
+                record(position, label, future.result())
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
 
 
 def write_index(index_path: Path, index: dict[str, Any]) -> dict[str, Any]:
