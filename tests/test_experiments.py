@@ -228,8 +228,10 @@ def test_a_run_another_process_is_training_is_skipped_not_touched(tmp_path: Path
 def test_jobs_train_the_runs_of_a_grid_at_once(tmp_path: Path) -> None:
     root = tmp_path / "exp"
     args = ["experiment", "rq5_standalone", "--quick", "--root", str(root), *TINY]
-    out = cli(*args, "--jobs", "2").stdout
+    out = cli(*args, "--jobs", "2", "--progress-every", "0.1").stdout
     assert "training 2 runs, 2 at a time" in out and out.count("trained in") == 2
+    # Progress is read from the workers' run directories: a line when a run is half done.
+    assert re.search(r"/quick/\S+-s0: (round|client passes) \d+/\d+ \(\d+%\)", out), out
     index = json.loads((root / "rq5_standalone" / "quick" / INDEX_FILE).read_text())
     assert [r["status"] for r in index["runs"]] == ["done", "done"]
     assert all(r["wall_s"] > 0 and "note" not in r for r in index["runs"])
@@ -422,3 +424,49 @@ def test_quick_experiment_end_to_end_and_report_from_stored_runs(tmp_path: Path)
     # Other settings on the same root are refused instead of silently mixed.
     bad = cli(*args, "--set", "train.lr=0.01", check=False)
     assert bad.returncode != 0 and "train.lr" in bad.stdout + bad.stderr
+
+
+def test_progress_lines_follow_what_a_run_has_written(tmp_path: Path) -> None:
+    """The watcher reads a run's own files (so a worker process's run too): no line before
+    the count moves, then one with the rate measured from the last poll before it moved."""
+    from fedscope.experiments import runner
+    from fedscope.experiments.suite.progress import ProgressWatcher, run_progress
+    from fedscope.federation import run_dir as layout
+
+    plan = get("rq5_standalone").plan(
+        "quick", sets=[*TINY[1::2], "federation.rounds=4"], root=tmp_path
+    )
+    federated, local = (plan.config(spec, 0) for spec in plan.runs)
+    lines: list[str] = []
+    watcher = ProgressWatcher(lines.append)
+    fed_dir, local_dir = tmp_path / "fed", tmp_path / "local"
+    watcher.watch("fed", fed_dir)
+    watcher.watch("local", local_dir)
+    assert watcher.poll(0.0, speak=True) == []  # not prepared yet
+    runner.prepare_run(federated, fed_dir)
+    runner.prepare_run(local, local_dir)
+    assert watcher.poll(100.0, speak=True) == []  # queued: nothing trained, no rate yet
+    assert watcher.poll(200.0, speak=True) == []
+    for r in (1, 2, 3):  # three rounds in the 40 s after the last poll
+        record = {"round": r, "best_value": 0.0512, "best_round": 2}
+        layout.append_jsonl(layout.metrics_path(fed_dir), record)
+    assert watcher.poll(240.0, speak=False) == []  # read, not said
+    assert watcher.poll(250.0, speak=True) == [
+        "  fed: round 3/4 (75%), best validation MRR 5.12 (round 2), 50 s in, about 17 s left"
+    ]
+    assert watcher.poll(260.0, speak=True) == []  # said already
+    (local_dir / "clients" / "0000").mkdir(parents=True)
+    layout.append_jsonl(local_dir / "clients" / "0000" / "metrics.jsonl", {"round": 1})
+    progress = run_progress(local_dir)
+    assert progress is not None and (progress.unit, progress.done) == ("client passes", 1)
+    assert progress.total == 8  # 4 clients of ceil(T * C) = 2 passes each
+    line = watcher.poll(320.0, speak=True)  # one pass in the 60 s since the poll at 260 s
+    assert line == ["  local: client passes 1/8 (12%), 60 s in, about 7 min left"]
+    watcher.forget("local")
+    (local_dir / "clients" / "0001").mkdir()
+    layout.append_jsonl(local_dir / "clients" / "0001" / "metrics.jsonl", {"round": 1})
+    assert watcher.poll(400.0, speak=True) == []
+    assert lines == [
+        "  fed: round 3/4 (75%), best validation MRR 5.12 (round 2), 50 s in, about 17 s left",
+        "  local: client passes 1/8 (12%), 60 s in, about 7 min left",
+    ]

@@ -86,6 +86,14 @@ def experiment(
             "federation.parallel_clients workers of train.threads threads).",
         ),
     ] = 1,
+    progress_every: Annotated[
+        float,
+        typer.Option(
+            "--progress-every",
+            min=0,
+            help="Seconds between the progress lines of the runs being trained (0: none).",
+        ),
+    ] = 60.0,
     stored_only: Annotated[
         bool,
         typer.Option(
@@ -155,6 +163,7 @@ def experiment(
         train=not stored_only,
         only=selected,
         jobs=jobs,
+        progress_every=progress_every,
     )
     done = sum(r["status"] == "done" for r in index["runs"])
     console.print(

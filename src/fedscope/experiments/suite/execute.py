@@ -33,6 +33,7 @@ from fedscope.experiments.suite.base import (
     StoredExperiment,
     StoredRun,
 )
+from fedscope.experiments.suite.progress import ProgressWatcher
 from fedscope.federation import run_dir as layout
 from fedscope.files import atomic_write_text, locked
 from fedscope.privacy import PrivacySettingsError
@@ -260,6 +261,7 @@ def execute(
     train: bool = True,
     only: Collection[str] | None = None,
     jobs: int = 1,
+    progress_every: float = 60.0,
 ) -> dict[str, Any]:
     """Train or reuse every run of ``plan`` under ``root``; write and return the index.
 
@@ -267,7 +269,7 @@ def execute(
     every other run as ``not run`` (or ``in use``), so a report can show a partial grid.
     ``only`` (run names, see :func:`check_only`) trains just those runs; the others are
     indexed as with ``train=False``. ``jobs`` runs that many trainings at once, each in its
-    own process."""
+    own process. Every ``progress_every`` seconds, a line says how far each training run is."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     root = Path(root)
@@ -290,10 +292,12 @@ def execute(
     t_start = time.perf_counter()
     entries: list[dict[str, Any]] = []
     to_train: list[tuple[int, RunSpec, Path, ExperimentConfig]] = []
+    watcher = ProgressWatcher(echo, every=progress_every)
 
     def record(position: int, label: str, outcome: tuple[Any, ...]) -> None:
         nonlocal index
         entry, shown = entries[position], entries[position]["run_dir"]
+        watcher.forget(shown)
         if outcome[0] == "infeasible":
             entry |= {"status": "infeasible", "note": outcome[1], "wall_s": None}
             echo(f"  {shown}: infeasible: {outcome[1]}")
@@ -321,29 +325,34 @@ def execute(
         index["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
         index = write_index(index_path, index)
 
-    for spec, seed, run_dir in _planned(plan, root):
-        shown = str(run_dir.relative_to(root))
-        cfg = plan.config(spec, seed)
-        entries.append(
-            _spec_json(spec)
-            | {"seed": seed, "run_dir": shown, "config": f"{shown}/{runner.CONFIG_FILE}"}
-        )
-        trains = train and (selected is None or spec.name in selected)
-        state = run_state(run_dir)
-        if not trains and state != "stored":
-            entries[-1] |= {"status": "in use" if state == "in use" else "not run", "wall_s": None}
-            echo(f"  {shown}: {spec.label}: {entries[-1]['status']}")
-        elif state == "stored" or jobs == 1:
-            # check=False: check_stored_runs compared every stored run before the loop.
-            record(len(entries) - 1, spec.label, train_cell(run_dir, cfg))
-            continue
-        else:
-            entries[-1] |= {"status": "in use", "note": "this command", "wall_s": None}
-            to_train.append((len(entries) - 1, spec, run_dir, cfg))
-        index["runs"] = [dict(e) for e in entries]
-        index = write_index(index_path, index)
-    if to_train:
-        _train_in_parallel(to_train, jobs, record, echo)
+    with watcher:
+        for spec, seed, run_dir in _planned(plan, root):
+            shown = str(run_dir.relative_to(root))
+            cfg = plan.config(spec, seed)
+            entries.append(
+                _spec_json(spec)
+                | {"seed": seed, "run_dir": shown, "config": f"{shown}/{runner.CONFIG_FILE}"}
+            )
+            trains = train and (selected is None or spec.name in selected)
+            state = run_state(run_dir)
+            if not trains and state != "stored":
+                status = "in use" if state == "in use" else "not run"
+                entries[-1] |= {"status": status, "wall_s": None}
+                echo(f"  {shown}: {spec.label}: {status}")
+            elif state == "stored" or jobs == 1:
+                if state != "stored":
+                    watcher.watch(shown, run_dir)
+                # check=False: check_stored_runs compared every stored run before the loop.
+                record(len(entries) - 1, spec.label, train_cell(run_dir, cfg))
+                continue
+            else:
+                entries[-1] |= {"status": "in use", "note": "this command", "wall_s": None}
+                to_train.append((len(entries) - 1, spec, run_dir, cfg))
+                watcher.watch(shown, run_dir)
+            index["runs"] = [dict(e) for e in entries]
+            index = write_index(index_path, index)
+        if to_train:
+            _train_in_parallel(to_train, jobs, record, echo)
     index["runs"] = [dict(e) for e in entries]
     return write_index(index_path, index)
 
