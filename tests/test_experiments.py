@@ -368,7 +368,10 @@ def test_quick_experiment_end_to_end_and_report_from_stored_runs(tmp_path: Path)
     report = (out / "report.md").read_text()
     assert "synthetic" in report and index["code_version"] in report
     assert f"- finished runs: 2 of {len(GRID)}" in report
-    assert "- not finished: FedSCOPE w/o IIDCL, seed 0 (not run); FedCSR-style" in report
+    assert (
+        "- not finished: FedSCOPE w/o IIDCL (fedscope-no-iidcl-federated), seed 0 (not run); "
+        "FedCSR-style dual-contrastive (FedAvg) (fedcsr-federated)"
+    ) in report
     title = "Test metrics (%), all clients' instances, sampled (999 negatives)"
     cells = _table_cells(report, title, "FedSCOPE (federated) (n=1)")
     metrics = results["test"]["sampled"][0]["metrics"]

@@ -70,7 +70,10 @@ def _facts(index: dict, n_runs: int) -> list[str]:
     if unfinished:
         facts.append(
             "not finished: "
-            + "; ".join(f"{r['label']}, seed {r['seed']} ({r.get('status')})" for r in unfinished)
+            + "; ".join(
+                f"{r['label']} ({r.get('name', r['run_dir'])}), seed {r['seed']} ({r.get('status')})"
+                for r in unfinished
+            )
         )
     if index.get("extra_sets"):
         facts.append("extra --set: " + " ".join(index["extra_sets"]))
