@@ -296,7 +296,7 @@ def _train_alone(
         if config.federation.regime == "centralised":
             layout.append_jsonl(layout.metrics_path(run_dir), record)
         else:
-            layout.append_jsonl(client_dir(run_dir, client_id) / "metrics.jsonl", record)
+            layout.append_jsonl(layout.metrics_path(client_dir(run_dir, client_id)), record)
         if progress is not None:
             progress(record | {"rounds": epochs, "clients": task.partitioning.n_clients})
 

@@ -49,8 +49,8 @@ def run_progress(run_dir: Path) -> RunProgress | None:
     if regime == "local":
         n_clients = json.loads((run_dir / runner.RUN_FILE).read_text())["n_clients"]
         done = 0
-        for path in sorted((run_dir / "clients").glob("*/metrics.jsonl")):
-            rows = layout.read_jsonl(path)
+        for k in range(n_clients):
+            rows = layout.read_metrics(runner.client_dir(run_dir, k))
             done += rows[-1]["round"] if rows else 0
         return RunProgress("client passes", done, length * n_clients, metric=metric)
     rows = layout.read_metrics(run_dir)
