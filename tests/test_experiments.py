@@ -114,6 +114,15 @@ def test_dry_run_plans_without_writing(tmp_path: Path) -> None:
     assert len(rows) == 5 and {r["state"] for r in rows} == {"new"}
 
 
+def test_the_notes_say_which_seeds_a_plan_trains(tmp_path: Path) -> None:
+    exp = get("rq3_iidcl")
+    assert exp.plan("reduced", root=tmp_path).notes[0] == "seeds [0]"
+    given = exp.plan("reduced", seeds=[2], root=tmp_path)
+    assert given.notes[0] == "seeds [2] (--seeds; the mode's are [0])"
+    assert all("seeds [0]" not in n for n in given.notes[1:])
+    assert {s for spec in given.runs for s in spec.seeds} == {2}
+
+
 def test_only_names_runs_of_the_plan(tmp_path: Path) -> None:
     root = tmp_path / "exp"
     plan = get("rq2_semantics").plan("reduced", root=root)

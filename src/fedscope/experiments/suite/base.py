@@ -268,8 +268,12 @@ class Experiment(ABC):
     ) -> Plan:
         config_file, base = mode_config(mode)
         specs = self.runs(mode)
+        mode_seeds = _seeds_of(specs)
+        seed_note = f"seeds {mode_seeds}"
         if seeds:
             specs = [_with_seeds(s, tuple(seeds)) for s in specs]
+            if _seeds_of(specs) != mode_seeds:
+                seed_note = f"seeds {_seeds_of(specs)} (--seeds; the mode's are {mode_seeds})"
         return Plan(
             experiment=self.name,
             mode=mode,
@@ -277,10 +281,14 @@ class Experiment(ABC):
             base_overrides=base,
             extra_sets=tuple(sets),
             runs=specs,
-            notes=self.notes(mode),
+            notes=[seed_note, *self.notes(mode)],
             missing=self.missing(mode),
             root=None if root is None else Path(root),
         )
+
+
+def _seeds_of(specs: Sequence[RunSpec]) -> list[int]:
+    return sorted({s for spec in specs for s in spec.seeds})
 
 
 def _with_seeds(spec: RunSpec, seeds: tuple[int, ...]) -> RunSpec:

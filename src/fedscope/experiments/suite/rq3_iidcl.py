@@ -179,12 +179,12 @@ class IIDCLSensitivity(Experiment):
             for k, vs in VALUES[mode].items()
         )
         notes = [
-            f"values: {values}; seeds {list(SEEDS[mode])}",
+            f"values: {values}",
             "the default point is RQ1's FedSCOPE run (shared)",
         ]
         if mode == "reduced":
             notes.append(
-                "reduced: five values per weight instead of eleven and one seed instead of "
+                "reduced: five values per weight instead of eleven and, by default, one seed instead of "
                 "five (the full grid is 31 runs per seed, about 9 h per seed on 2 cores)"
             )
         return notes

@@ -510,15 +510,15 @@ class PrivacyUtility(Experiment):
         return [point_spec(p, seeds, mode) for p in grid]
 
     def notes(self, mode: Mode) -> list[str]:
-        eps, betas, deltas, seeds = GRIDS[mode]
+        eps, betas, deltas, _ = GRIDS[mode]
         notes = [
             f"eps_total {eps}, betas {betas}, deltas {deltas} (adaptive beta={DELTA_BETA:g}), "
-            f"seeds {list(seeds)}; allocation={ALLOCATION}, {CALIBRATION} calibration",
+            f"allocation={ALLOCATION}, {CALIBRATION} calibration",
             CALIBRATION_NOTE[CALIBRATION],
         ]
         if mode == "reduced":
             notes.append(
-                "reduced: three budgets, one adaptive beta, two deltas and one seed (the full "
+                "reduced: three budgets, one adaptive beta, two deltas and, by default, one seed (the full "
                 "grid is 31 runs per seed, about 9 h per seed on 2 cores)"
             )
         if mode == "quick":

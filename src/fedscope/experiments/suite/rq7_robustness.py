@@ -116,13 +116,15 @@ class Robustness(Experiment):
         k0, c0, ks, cs = AXES[mode]
         notes = [
             f"K in {list(ks)} at C={c0:g}; C in {list(cs)} at K={k0}; methods "
-            f"{[LABELS[m] for m in METHODS[mode]]}; seeds {list(SEEDS[mode])}",
+            f"{[LABELS[m] for m in METHODS[mode]]}",
             f"the point K={k0}, C={c0:g} is RQ1's runs (shared)",
         ]
         if mode == "quick":
             notes.append("quick: K scaled to the generated data set; FedSCOPE only")
         if mode == "reduced":
-            notes.append("reduced: one seed instead of five (8 new runs, about 3 h on 2 cores)")
+            notes.append(
+                "reduced: by default one seed instead of five (8 new runs, about 3 h on 2 cores)"
+            )
         return notes
 
     def summarise(self, stored: StoredExperiment, figures: Path) -> Summary:
