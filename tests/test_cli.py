@@ -90,6 +90,34 @@ def test_a_refused_train_command_leaves_no_half_run(tmp_path, monkeypatch):
     assert (run_dir / runner.CONFIG_FILE).is_file() and (run_dir / "notes.txt").is_file()
 
 
+def test_train_takes_clients_from_an_assignment_file(tmp_path):
+    """partition.scheme=file: a bad file is refused before anything is written, with its file
+    and line; a good one gives the clients it names, with their names in partition.json."""
+    from fedscope.config import load_config
+    from fedscope.experiments import runner
+
+    sets = ['data.options={"n_users": 120, "n_items": 60}', "federation.rounds=1"]
+    sets += ["partition.scheme=file", "partition.n_clients=3"]
+    clients = tmp_path / "clients.csv"
+    rows = [f"user-{u:06d},{('north', 'south', 'west')[u % 3]}" for u in range(120)]
+    clients.write_text("user,client\n" + "\n".join([*rows[:50], "user-999999,north", *rows[50:]]))
+    run_dir = tmp_path / "run"
+    args = [a for s in sets for a in ("--set", s)]
+    p = run(
+        "train", *args, "--set", f"partition.file={clients}", "--run-dir", str(run_dir), check=False
+    )
+    err = " ".join(p.stderr.split())
+    assert p.returncode == 2 and "Traceback" not in err, err
+    assert f"{clients}:52: user 'user-999999' is not a user of the data set" in err
+    assert not run_dir.exists()
+    clients.write_text("user,client\n" + "\n".join(rows))
+    runner.prepare_run(load_config(None, [*sets, f"partition.file={clients}"]), run_dir)
+    stored = json.loads((run_dir / runner.PARTITION_FILE).read_text())
+    assert [c["name"] for c in stored["clients"]] == ["north", "south", "west"]
+    assert [len(c["users"]) for c in stored["clients"]] == [40, 40, 40]
+    assert json.loads((run_dir / runner.RUN_FILE).read_text())["n_clients"] == 3
+
+
 def test_validate_reports_each_problem_and_fails(data_root, tmp_path):
     src = require_file(data_root, "amazon-food-kitchen/validdata_new.txt")
     broken = tmp_path / "validdata_new.txt"

@@ -27,10 +27,27 @@ class DataConfig(_Section):
 
 class PartitionConfig(_Section):
     n_clients: int = Field(50, ge=1)  # paper: K = 50
-    scheme: Literal["equal", "dirichlet", "powerlaw", "by-domain"] = "equal"
+    scheme: Literal["equal", "dirichlet", "powerlaw", "by-domain", "file"] = "equal"
+    # scheme "file": a CSV with columns user,client assigning every user to one client
+    # (fedscope.data.partition.partition_from_file); read once, when a run is created.
+    file: str | None = None
     alpha: float = Field(0.5, gt=0)  # Dirichlet concentration
     exponent: float = Field(1.0, ge=0)  # power-law exponent
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _file_with_its_scheme(self) -> PartitionConfig:
+        if self.scheme == "file" and not self.file:
+            raise ValueError(
+                "partition.scheme is 'file' but partition.file is not set: name the CSV "
+                "(columns user,client) that assigns every user to a client"
+            )
+        if self.file and self.scheme != "file":
+            raise ValueError(
+                f"partition.file is set but partition.scheme is {self.scheme!r}: the file is "
+                "read only with partition.scheme=file"
+            )
+        return self
 
 
 class ModelConfig(_Section):

@@ -102,7 +102,7 @@ def make_partitioning(config: ExperimentConfig, dataset: CrossDomainDataset) -> 
         everyone = ClientPartition(0, np.arange(dataset.n_users), tuple(range(dataset.n_domains)))
         return Partitioning("centralised", config.seed, (everyone,))
     p = config.partition
-    return partition(dataset, p.n_clients, p.scheme, p.seed, p.alpha, p.exponent)
+    return partition(dataset, p.n_clients, p.scheme, p.seed, p.alpha, p.exponent, file=p.file)
 
 
 def prepare_run(config: ExperimentConfig, run_dir: Path) -> Path:

@@ -27,9 +27,7 @@ silently. ``fedscope data export NAME --to DIR`` writes any loaded data set in t
 from __future__ import annotations
 
 import csv
-import io
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,11 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from fedscope.data.csvtable import complete_rows, read_table
 from fedscope.data.dataset import UNKNOWN, CrossDomainDataset, Domain
 from fedscope.data.errors import ProblemLog
 from fedscope.data.protocols import leave_one_out, sequences_by_user
 from fedscope.data.registry import DatasetSpec, register
-from fedscope.data.textio import is_uint, read_text
+from fedscope.data.textio import is_uint
 
 NAME = "interactions"
 INTERACTIONS_FILE = "interactions.csv"
@@ -71,85 +70,6 @@ class ItemTable:
     present: bool = False  # the file exists (it may list no items)
 
 
-@dataclass
-class _Parsed:
-    header: list[str] | None
-    rows: list[tuple[int, list[str]]]  # (the line the row starts on, its fields)
-    error: tuple[int, str] | None = None  # where the CSV stopped parsing, and why
-
-    def report_error(self, path: Path, log: ProblemLog) -> None:
-        """Logged after the rows' own problems, so that a file's problems come in line order."""
-        if self.error is not None:
-            log.add(path, self.error[0], self.error[1])
-
-
-def _rows(path: Path, log: ProblemLog) -> _Parsed:
-    """The header and the data rows with the line each starts on. A quoted field may span
-    lines (a title with a newline), so lines are counted from the parser, not by splitting."""
-    text = read_text(path, log=log)
-    if not text.strip():
-        log.add(path, None, "the file is empty: expected a header row, then one row per line")
-        return _Parsed(None, [])
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    parsed = _Parsed(None, [])
-    start = 1
-    try:
-        for row in reader:
-            if parsed.header is None:
-                parsed.header = [c.strip() for c in row]
-            else:
-                parsed.rows.append((start, row))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        # csv reads on to the end of the file looking for a closing quote; the row that
-        # went wrong is the one that started here. Nothing after it can be read.
-        parsed.error = (start, f"not valid CSV from this line on ({exc}); a quote left open?")
-    return parsed
-
-
-def _columns(
-    path: Path, header: list[str], required: tuple[str, ...], log: ProblemLog
-) -> dict[str, int] | None:
-    position: dict[str, int] = {}
-    for i, name in enumerate(header):
-        if name in position:
-            log.add(path, 1, f"column {name!r} appears twice in the header")
-            return None
-        position[name] = i
-    missing = [c for c in required if c not in position]
-    if missing:
-        log.add(
-            path,
-            1,
-            f"the header lacks the column(s) {', '.join(missing)}; it must name "
-            f"{', '.join(required)} (got {', '.join(header) or 'nothing'})",
-        )
-        return None
-    return position
-
-
-def _read_table(
-    path: Path, required: tuple[str, ...], log: ProblemLog
-) -> tuple[_Parsed, dict[str, int]] | None:
-    """The parsed file and each header column's position; None when the header is unusable."""
-    parsed = _rows(path, log)
-    if parsed.header is None:
-        return None
-    col = _columns(path, parsed.header, required, log)
-    return None if col is None else (parsed, col)
-
-
-def _complete_rows(path: Path, parsed: _Parsed, log: ProblemLog) -> Iterator[tuple[int, list[str]]]:
-    """The rows with as many fields as the header; the others are reported."""
-    assert parsed.header is not None
-    width = len(parsed.header)
-    for line, row in parsed.rows:
-        if len(row) != width:
-            log.add(path, line, f"expected {width} fields as in the header, got {len(row)}")
-            continue
-        yield line, row
-
-
 def _parse_time(text: str) -> tuple[str, int] | None:
     """(kind, Unix seconds) of an integer or an ISO 8601 date/date-time; None otherwise."""
     t = text.strip()
@@ -166,13 +86,13 @@ def _parse_time(text: str) -> tuple[str, int] | None:
 
 def read_interactions(path: Path, log: ProblemLog) -> Interactions:
     out = Interactions()
-    table = _read_table(path, INTERACTION_COLUMNS, log)
+    table = read_table(path, INTERACTION_COLUMNS, log)
     if table is None:
         return out
     parsed, col = table
     out.ignored_columns = [c for c in col if c not in INTERACTION_COLUMNS]
     kind: tuple[str, int] | None = None  # (kind, line) of the first timestamp
-    for line, row in _complete_rows(path, parsed, log):
+    for line, row in complete_rows(path, parsed, log):
         user, item, domain, stamp = (row[col[c]].strip() for c in INTERACTION_COLUMNS)
         values = (user, item, domain, stamp)
         empty = [c for c, v in zip(INTERACTION_COLUMNS, values, strict=True) if not v]
@@ -210,14 +130,14 @@ def read_interactions(path: Path, log: ProblemLog) -> Interactions:
 
 def read_items(path: Path, log: ProblemLog) -> ItemTable:
     table = ItemTable(present=True)
-    read = _read_table(path, ITEM_KEY_COLUMNS, log)
+    read = read_table(path, ITEM_KEY_COLUMNS, log)
     if read is None:
         return table
     parsed, col = read
     names = [c for c in col if c not in ITEM_KEY_COLUMNS]
     table.attributes = {n: {} for n in names}
     first_line: dict[tuple[str, str], int] = {}
-    for line, row in _complete_rows(path, parsed, log):
+    for line, row in complete_rows(path, parsed, log):
         key = (row[col["domain"]].strip(), row[col["item"]].strip())
         if not all(key):
             log.add(path, line, "empty domain or item")
