@@ -240,7 +240,9 @@ def test_jobs_train_the_runs_of_a_grid_at_once(tmp_path: Path) -> None:
     out = cli(*args, "--jobs", "2", "--progress-every", "0.1").stdout
     assert "training 2 runs, 2 at a time" in out and out.count("trained in") == 2
     # Progress is read from the workers' run directories: a line when a run is half done.
-    assert re.search(r"/quick/\S+-s0: (round|client passes) \d+/\d+ \(\d+%\)", out), out
+    # ... each on one line of its own, however long (a log file is not folded at 80 columns)
+    line = r"^  \S+/quick/\S+-s0: (round|client passes) \d+/\d+ \(\d+%\).*, \S+ \S+ in(, about .+ left)?$"
+    assert re.search(line, out, re.MULTILINE), out
     index = json.loads((root / "rq5_standalone" / "quick" / INDEX_FILE).read_text())
     assert [r["status"] for r in index["runs"]] == ["done", "done"]
     assert all(r["wall_s"] > 0 and "note" not in r for r in index["runs"])

@@ -159,7 +159,9 @@ def experiment(
         exp,
         plan,
         root,
-        echo=lambda s: console.print(s, highlight=False),
+        # One line per message even when stdout is a log file (rich would fold at 80 columns),
+        # so that `grep` finds a run's progress lines whole.
+        echo=lambda s: console.print(s, highlight=False, soft_wrap=True),
         train=not stored_only,
         only=selected,
         jobs=jobs,
