@@ -74,3 +74,33 @@ def test_dp_rounds_run_under_secagg_and_suspended_rounds_move_nothing(
     assert last.round == 4 and all(np.isfinite(w).all() for w in last.weights)
     # round 4 moved nothing: its validation equals round 3's
     assert rows[4]["validation"] == rows[3]["validation"]
+
+
+def test_the_report_names_clients_an_assignment_file_named(
+    dp_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    import dataclasses
+    import shutil
+
+    from rich.console import Console
+
+    from fedscope.data.partition import (
+        PARTITION_FILE,
+        Partitioning,
+        load_partitioning,
+        save_partitioning,
+    )
+    from fedscope.privacy.report import build_report, report_table
+
+    run_dir, _ = dp_run
+    assert all("name" not in c for c in build_report(run_dir, 4)["clients"])
+    named = shutil.copytree(run_dir, tmp_path / "named")
+    p = load_partitioning(named / PARTITION_FILE)
+    shops = ("north", "south", "east", "west")
+    clients = tuple(dataclasses.replace(c, name=n) for c, n in zip(p.clients, shops, strict=True))
+    save_partitioning(Partitioning("file", p.seed, clients), named / PARTITION_FILE)
+    report = build_report(named, 4)
+    assert [c["name"] for c in report["clients"]] == list(shops)
+    console = Console(width=200, record=True)
+    console.print(report_table(report))
+    assert "2 (east)" in console.export_text()

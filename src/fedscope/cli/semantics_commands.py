@@ -35,8 +35,6 @@ from rich.text import Text
 
 from fedscope.cli.main import DataDir, Sets, app, console, err_console, parse_sets
 
-PARTITION_FILE = "partition.json"  # fedscope.training.task.PARTITION_FILE (not imported: torch)
-
 
 class _RateColumn(ProgressColumn):
     """Entities per second over rich's recent-speed window."""
@@ -165,7 +163,7 @@ def augment(
     party. Items use public catalogue fields only; items without any text get N/A.
     """
     from fedscope.data import load_dataset
-    from fedscope.data.partition import load_partitioning
+    from fedscope.data.partition import PARTITION_FILE, load_partitioning
     from fedscope.semantics.augment import Augmenter, Catalogue, client_view, item_order
     from fedscope.semantics.cache import SemanticCache
     from fedscope.semantics.encoder import EncoderUnavailableError, SentenceEncoder

@@ -36,6 +36,7 @@ from fedscope.data.textio import is_uint
 Scheme = Literal["equal", "dirichlet", "powerlaw", "by-domain", "file"]
 SCHEMES: tuple[str, ...] = ("equal", "dirichlet", "powerlaw", "by-domain", "file")
 ASSIGNMENT_COLUMNS = ("user", "client")
+PARTITION_FILE = "partition.json"  # a run directory's partitioning
 
 
 @dataclass(frozen=True)

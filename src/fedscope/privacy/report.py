@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.table import Table
 
+from fedscope.data.partition import PARTITION_FILE, load_partitioning
 from fedscope.privacy.client import read_ledger
 from fedscope.privacy.plan import PrivacyPlan, load_plan
 
@@ -25,6 +26,9 @@ def build_report(run_dir: Path, rounds_done: int) -> dict[str, Any]:
     run_dir = Path(run_dir)
     plan = load_plan(run_dir)
     clients = [_client_entry(plan, run_dir, c.client_id, rounds_done) for c in plan.clients]
+    for entry, name in zip(clients, _client_names(run_dir, len(clients)), strict=True):
+        if name is not None:
+            entry["name"] = name
     spent = [c["epsilon_spent"] for c in clients]
     s = plan.settings
     return {
@@ -45,6 +49,15 @@ def build_report(run_dir: Path, rounds_done: int) -> dict[str, Any]:
         "clients_noise_raised": [c["client"] for c in clients if c["noise_raised_at_step"]],
         "clients": clients,
     }
+
+
+def _client_names(run_dir: Path, n_clients: int) -> list[str | None]:
+    """The clients' names where an assignment file named them (partition.scheme=file)."""
+    path = run_dir / PARTITION_FILE
+    if not path.is_file():
+        return [None] * n_clients
+    clients = load_partitioning(path).clients
+    return [c.name for c in clients] if len(clients) == n_clients else [None] * n_clients
 
 
 def _client_entry(plan: PrivacyPlan, run_dir: Path, client_id: int, rounds_done: int) -> dict:
@@ -107,7 +120,7 @@ def report_table(report: dict[str, Any], max_rows: int = 60) -> Table:
     for c in report["clients"][:max_rows]:
         zs = list(dict.fromkeys(z for _, _, z in c["noise_multipliers"]))
         table.add_row(
-            str(c["client"]),
+            str(c["client"]) + (f" ({c['name']})" if "name" in c else ""),
             str(c["n_users"]),
             f"{c['epsilon_budget']:.4g}",
             f"{c['epsilon_spent']:.4g}" + (" OVER" if c["over_budget"] else ""),

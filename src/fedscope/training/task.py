@@ -18,7 +18,7 @@ import torch
 from fedscope.config import EvalConfig, ExperimentConfig
 from fedscope.data import load_dataset
 from fedscope.data.dataset import CrossDomainDataset
-from fedscope.data.partition import Partitioning, load_partitioning
+from fedscope.data.partition import PARTITION_FILE, Partitioning, load_partitioning
 from fedscope.evaluation import Evaluator, NonFiniteScoreError
 from fedscope.federation.client_mods import Privatiser
 from fedscope.federation.exchange import pack_outbox, unpack_inbox
@@ -36,8 +36,6 @@ from fedscope.privacy.alignment import ClientAlignment, load_client_alignment
 from fedscope.privacy.client import DpPrivatiser
 from fedscope.privacy.plan import load_plan
 from fedscope.semantics.store import SemanticFeatures, SemanticStore
-
-PARTITION_FILE = "partition.json"
 
 
 def derived_seed(*parts: int) -> int:
