@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
 
 from fedscope.cli.main import app, console
+
+if TYPE_CHECKING:
+    from fedscope.experiments.suite.base import Table as ResultTable
 
 DEFAULT_ROOT = Path("runs/experiments")
 
@@ -188,3 +192,91 @@ def report(
 
     path = write_report(root, out, fmt, echo=lambda s: console.print(s, highlight=False))
     console.print(f"wrote {path}", highlight=False)
+
+
+@app.command("tune")
+def tune(
+    name: Annotated[str, typer.Argument(help="The grid's name: its folder under --root.")],
+    grid: Annotated[
+        list[str],
+        typer.Option(
+            "--grid",
+            help="An axis: KEY=V1,V2,... (or KEY=[JSON list] for values with commas); "
+            "repeat for more axes: every combination is a point.",
+        ),
+    ],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML or JSON config file.")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config value in every point: section.key=value."),
+    ] = None,
+    seeds: Annotated[
+        str, typer.Option("--seeds", help="Seeds of every point, averaged, e.g. 0,1,2.")
+    ] = "0",
+    metric: Annotated[
+        Literal["MRR", "HR@10", "NDCG@10", "HR@5", "NDCG@5"],
+        typer.Option("--metric", help="Validation metric that ranks the points (overall)."),
+    ] = "MRR",
+    protocol: Annotated[
+        Literal["sampled", "full"],
+        typer.Option("--protocol", help="Validation protocol that ranks the points."),
+    ] = "sampled",
+    root: Annotated[
+        Path, typer.Option("--root", help="Where grids keep their runs: ROOT/<name>/grid/.")
+    ] = Path("runs/tune"),
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Train this many points at once.")] = 1,
+    progress_every: Annotated[
+        float,
+        typer.Option("--progress-every", min=0, help="Seconds between progress lines (0: none)."),
+    ] = 60.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the points and which are stored.")
+    ] = False,
+) -> None:
+    """Grid search on validation: train (or reuse) every point of a grid, rank the points by a
+    validation metric averaged over seeds, and show the test numbers of the best point only."""
+    from fedscope.experiments import tune as grid_search
+    from fedscope.experiments.suite.execute import dry_run as plan_rows
+    from fedscope.experiments.suite.execute import execute, load_stored
+
+    axes = [grid_search.parse_axis(g) for g in grid]
+    exp = grid_search.GridSearch(name, axes)
+    plan = exp.plan_grid(config, overrides or [], _parse_seeds(seeds) or [0], root)
+    folder = grid_search.tune_folder(root, name)
+    console.print(f"[bold]tune {name}[/] · root {root}", highlight=False)
+
+    def echo(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    if dry_run:
+        for row in plan_rows(plan, root):
+            echo(f"  [{row['state']}] {row['label']} · seed {row['seed']} · {row['run_dir']}")
+            for difference in row["differences"]:
+                echo(f"      {difference}")
+        for note in plan.notes:
+            echo(f"note: {note}")
+        return
+    index = execute(exp, plan, root, echo=echo, jobs=jobs, progress_every=progress_every)
+    stored = load_stored(folder / "experiment.json")
+    ranking = grid_search.rank(stored, metric, protocol)
+    path = grid_search.write_result(stored, ranking, metric, protocol)
+    _print_table(grid_search.ranking_table(ranking, metric, protocol))
+    if ranking:
+        _print_table(grid_search.best_test(ranking[0], stored))
+    unfinished = [r for r in index["runs"] if r["status"] != "done"]
+    for r in unfinished:
+        echo(
+            f"not finished: {r['run_dir']} ({r['status']}{': ' + r['note'] if r.get('note') else ''})"
+        )
+    echo(grid_search.result_summary(json.loads(path.read_text())) + f" · ranking in {path}")
+
+
+def _print_table(table: ResultTable) -> None:
+    shown = Table(title=table.title, title_justify="left", caption=table.caption or None)
+    for i, column in enumerate(table.columns):
+        shown.add_column(column, justify="left" if i < 2 else "right")
+    for row in table.rows:
+        shown.add_row(*row)
+    console.print(shown)
