@@ -104,6 +104,11 @@ def test_tune_trains_the_grid_ranks_it_on_validation_and_reuses_it(tmp_path: Pat
     assert f"best: --set train.lr={best[2:]}" in out
     assert f"Test of the chosen point (train.lr={best[2:]})" in out
     assert "trained in" in out
+    # `fedscope report` over the same root shows the grid: the ranking and the chosen test
+    cli("report", "--root", str(root), "--out", str(tmp_path / "report"))
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Grid search on validation (lr, grid)" in report
+    assert f"| 1 | train.lr={best[2:]} |" in report and "| popularity (overall) |" in report
     again = " ".join(cli(*args).stdout.split())
     assert "trained in" not in again and again.count("stored, reused") == 2
     # a grid with a point the configuration refuses trains nothing and says why

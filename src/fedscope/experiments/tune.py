@@ -171,8 +171,16 @@ class GridSearch(Experiment):
         return plan
 
     def summarise(self, stored: StoredExperiment, figures: Path) -> Summary:
-        ranking = rank(stored, "MRR", "sampled")
-        return Summary(tables=[ranking_table(ranking, "MRR", "sampled")])
+        """The ranking by the metric the last ``fedscope tune`` used, and the best point's test
+        numbers (what ``fedscope report`` shows for a grid under its root)."""
+        saved = stored.folder / RESULT_FILE
+        last = json.loads(saved.read_text()) if saved.is_file() else {}
+        metric, protocol = last.get("metric", "MRR"), last.get("protocol", "sampled")
+        ranking = rank(stored, metric, protocol)
+        tables = [ranking_table(ranking, metric, protocol)]
+        if ranking:
+            tables.append(best_test(ranking[0], stored))
+        return Summary(tables=tables)
 
 
 @dataclass
@@ -251,7 +259,7 @@ def best_test(best: PointScore, stored: StoredExperiment) -> Table:
                 mean, std, n = mean_std(metric_of(r.results, group, m, proto) for r in runs)
                 row.append("–" if n == 0 else _pct(mean) + (f" ± {_pct(std)}" if n > 1 else ""))
         rows.append(row)
-    floor = ["popularity"]
+    floor = ["popularity (overall)"]
     for proto in ("sampled", "full"):
         for m in ("HR@10", "NDCG@10", "MRR"):
             value = metric_of(runs[0].results, "overall", m, proto, floor=True)

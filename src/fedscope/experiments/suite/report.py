@@ -17,6 +17,7 @@ from typing import Literal
 from fedscope.experiments.suite import available
 from fedscope.experiments.suite.base import Summary, inline_html
 from fedscope.experiments.suite.execute import find_indexes, load_stored
+from fedscope.experiments.tune import GRID_MODE, GridSearch
 
 Format = Literal["markdown", "html"]
 
@@ -43,10 +44,13 @@ def collect(root: Path, figures: Path, echo: Callable[[str], None] = print) -> l
     for path in indexes:
         stored = load_stored(path)
         name = stored.index["experiment"]
-        if name not in experiments:
+        if stored.index.get("mode") == GRID_MODE:  # a `fedscope tune` grid under the same root
+            summary = GridSearch(name, ()).summarise(stored, figures)
+        elif name not in experiments:
             echo(f"skipping {path}: unknown experiment {name!r}")
             continue
-        summary = experiments[name].summarise(stored, figures)
+        else:
+            summary = experiments[name].summarise(stored, figures)
         sections.append(Section(stored.index, summary, len(stored.runs)))
     return sections
 
