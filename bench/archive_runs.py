@@ -4,9 +4,10 @@ Run directories (checkpoints included) live under ignored folders such as bench/
 lost with the machine that trained them. This keeps what the tables and convergence plots
 are made from: ``config.json``, ``run.json``, ``results.json`` and ``metrics.jsonl`` (plus
 ``privacy_report.json``, ``alignment.json`` and the per-instance ``ranks.npz`` where present);
-checkpoints are left out. An experiment folder's index (``experiment.json``) and the manifests
-of its semantic stores (``<store>/manifest.json``: what each backend answered) come along;
-the store's feature arrays do not.
+checkpoints are left out. An experiment folder's index (``experiment.json``), its ``derived/``
+caches (t-SNE embeddings, per-client evaluations: small, and not recomputable without the
+checkpoints) and the manifests of its semantic stores (``<store>/manifest.json``: what each
+backend answered) come along; the store's feature arrays do not.
 
     python bench/archive_runs.py bench/runs/fk-v2 bench/results/runs/fk-v2
 
@@ -46,6 +47,10 @@ def archive(source: Path, target: Path) -> list[str]:
     if (source / "experiment.json").is_file():
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / "experiment.json", target / "experiment.json")
+    # What a report derived from the runs' models (t-SNE embeddings, per-client evaluations,
+    # validation floors), so that the archived report keeps figures the archive cannot redo.
+    if (source / "derived").is_dir():
+        shutil.copytree(source / "derived", target / "derived", dirs_exist_ok=True)
     for manifest in sorted(source.glob("*/manifest.json")):
         (target / manifest.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy2(manifest, target / manifest.parent.name / "manifest.json")

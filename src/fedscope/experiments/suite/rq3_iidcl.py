@@ -142,7 +142,7 @@ def tsne_embedding(run: StoredRun, cache_dir: Path) -> tuple[np.ndarray, np.ndar
     """2-D t-SNE of :func:`user_representations`, cached as an npz keyed by the run."""
     from sklearn.manifold import TSNE
 
-    cache = cache_dir / f"tsne-{run.run_dir.name}.npz"
+    cache = _tsne_cache(run, cache_dir)
     if cache.is_file():
         with np.load(cache) as z:
             return z["xy"], z["domain"]
@@ -162,29 +162,36 @@ def separation(xy: np.ndarray, domains: np.ndarray) -> float:
     return float(silhouette_score(xy, domains))
 
 
-def _has_model(runs: list[StoredRun]) -> bool:
+def _tsne_cache(run: StoredRun, cache_dir: Path) -> Path:
+    return cache_dir / f"tsne-{run.run_dir.name}.npz"
+
+
+def _embeddable(run: StoredRun, cache_dir: Path) -> bool:
+    """The run's t-SNE can be drawn: it is cached, or the selected model is there to compute
+    it (an archive keeps results and the cache, not checkpoints)."""
     from fedscope.federation import run_dir as layout
 
-    return any(layout.best_checkpoint_path(r.run_dir).is_file() for r in runs)
+    return (
+        _tsne_cache(run, cache_dir).is_file() or layout.best_checkpoint_path(run.run_dir).is_file()
+    )
 
 
 def tsne_pair(stored: StoredExperiment) -> list[tuple[str, list[StoredRun]]] | None:
     """(label, runs) with IIDCL and without it (alpha=0), for Figure 5. "With" is the default
-    alpha; where that run kept no model (an archive holds results only), the nearest alpha > 0
-    whose run kept one, named in the label. Needs the selected checkpoints (best.npz)."""
-    sweep = sweep_points(stored, "alpha")
-    without = sweep.get(0.0, [])
+    alpha; where that run kept no model, the nearest alpha > 0 whose run did, named in the
+    label."""
+    cache_dir = stored.folder / "derived"
+    sweep = {
+        a: [r for r in runs if _embeddable(r, cache_dir)]
+        for a, runs in sweep_points(stored, "alpha").items()
+    }
     withs = sorted(
-        (a for a, runs in sweep.items() if a > 0 and _has_model(runs)),
+        (a for a, runs in sweep.items() if a > 0 and runs),
         key=lambda a: (abs(a - DEFAULTS["alpha"]), a),
     )
-    if not withs or not _has_model(without):
+    if not withs or not sweep.get(0.0):
         return None
-    a = withs[0]
-    return [
-        (f"with IIDCL (α={a:g})", [r for r in sweep[a] if _has_model([r])]),
-        ("without IIDCL (α=0)", [r for r in without if _has_model([r])]),
-    ]
+    return [(f"with IIDCL (α={withs[0]:g})", sweep[withs[0]]), ("without IIDCL (α=0)", sweep[0.0])]
 
 
 def validation_choice(stored: StoredExperiment) -> str:
