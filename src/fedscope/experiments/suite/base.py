@@ -585,6 +585,36 @@ def draw_floor(ax: Any, value: float) -> None:
     ax.axhline(100 * value, color="0.3", linestyle="--", linewidth=1, label="popularity (floor)")
 
 
+def draw_test_floors(
+    ax: Any,
+    run: StoredRun,
+    domains: Sequence[str],
+    styles: Sequence[str],
+    label: str | None,
+) -> None:
+    """Each domain's test popularity floor (HR@10, sampled) as a grey line, for figures whose
+    points are all scored on the same test instances and candidates, so that a point at or
+    under its line reads as no better than popularity. ``label`` (``{d}``: the domain) names
+    the lines in the legend; None leaves them out of it (every panel but the first)."""
+    for d, style in zip(domains, styles, strict=False):
+        floor = metric_of(run.results, d, "HR@10", floor=True)
+        if floor is not None:
+            ax.axhline(
+                100 * floor,
+                color="0.3",
+                linestyle=style,
+                linewidth=1,
+                label=None if label is None else label.format(d=d),
+            )
+
+
+def floor_cells(run: StoredRun, domains: Sequence[str], metrics: Sequence[str]) -> list[str]:
+    """The popularity floor's test cells (sampled protocol), domain by domain, metric by metric."""
+    return [
+        fmt_mean_std([metric_of(run.results, d, m, floor=True)]) for d in domains for m in metrics
+    ]
+
+
 def legend_below(fig: Any, ax: Any, ncol: int = 3) -> float:
     """One legend for the whole figure under its panels; returns the height share it needs."""
     handles, labels = ax.get_legend_handles_labels()

@@ -28,6 +28,8 @@ from fedscope.experiments.suite.base import (
     StoredRun,
     Summary,
     Table,
+    draw_test_floors,
+    floor_cells,
     fmt_mean_std,
     legend_below,
     mean_std,
@@ -271,31 +273,15 @@ class IIDCLSensitivity(Experiment):
                     ]
                     + [str(len(runs))]
                 )
-            # Every weight is scored on the same test instances and candidates: one floor a
-            # domain, so that a point at or under it reads as no better than popularity.
-            for d, style in zip(domains, (":", "-."), strict=False):
-                floor = metric_of(stored.runs[0].results, d, "HR@10", floor=True)
-                if floor is not None:
-                    ax.axhline(
-                        100 * floor,
-                        color="0.3",
-                        linestyle=style,
-                        linewidth=1,
-                        label=f"popularity HR@10 (floor), {d}" if ax is axes[0] else None,
-                    )
+            first = ax is axes[0]
+            label = "popularity HR@10 (floor), {d}" if first else None
+            draw_test_floors(ax, stored.runs[0], domains, (":", "-."), label)
             ax.set_xlabel(f"{SYMBOL[param]} (others at defaults)")
             ax.set_ylabel("test metric (%), sampled protocol")
             ax.set_title(f"sensitivity to {SYMBOL[param]}")
             ax.grid(alpha=0.3)
-        table_rows.append(
-            ["popularity (floor)", ""]
-            + [
-                fmt_mean_std([metric_of(stored.runs[0].results, d, m, floor=True)])
-                for d in domains
-                for m in ("HR@10", "NDCG@10")
-            ]
-            + [""]
-        )
+        floors = floor_cells(stored.runs[0], domains, ("HR@10", "NDCG@10"))
+        table_rows.append(["popularity (floor)", "", *floors, ""])
         bottom = legend_below(fig, axes[0], ncol=3)
         path = save_figure(fig, figures / f"{self.name}-{stored.mode}-sensitivity.png", bottom)
         out.figures.append(

@@ -23,6 +23,8 @@ from fedscope.experiments.suite.base import (
     Summary,
     Table,
     draw_floor,
+    draw_test_floors,
+    floor_cells,
     fmt_mean_std,
     legend_below,
     mean_std,
@@ -160,18 +162,8 @@ class Robustness(Experiment):
                     capsize=2,
                     label=f"{method}, {d}",
                 )
-            # Every K and C is scored on the same test instances and candidates: one floor a
-            # domain, drawn so that a bar at or under it reads as no better than popularity.
-            for d, style in zip(domains, ("--", ":", "-."), strict=False):
-                floor = metric_of(stored.runs[0].results, d, "HR@10", floor=True)
-                if floor is not None:
-                    ax.axhline(
-                        100 * floor,
-                        color="0.3",
-                        linestyle=style,
-                        linewidth=1,
-                        label=f"popularity (floor), {d}" if ax is axes[0] else None,
-                    )
+            label = "popularity (floor), {d}" if ax is axes[0] else None
+            draw_test_floors(ax, stored.runs[0], domains, ("--", ":", "-."), label)
             ax.set_xticks(x, [f"{v:g}" for v in values])
             ax.set_xlabel(f"{xlabel} ({fixed_label})")
             ax.set_ylabel("test HR@10 (%), sampled protocol")
@@ -190,15 +182,8 @@ class Robustness(Experiment):
                             ]
                             + [str(len(runs))]
                         )
-        rows.append(
-            ["(every setting)", "popularity (floor)"]
-            + [
-                fmt_mean_std([metric_of(stored.runs[0].results, d, m, floor=True)])
-                for d in domains
-                for m in ("HR@10", "NDCG@10")
-            ]
-            + [""]
-        )
+        floors = floor_cells(stored.runs[0], domains, ("HR@10", "NDCG@10"))
+        rows.append(["(every setting)", "popularity (floor)", *floors, ""])
         # Below the panels: bars reach the top of the axes, where a legend would cover them.
         bottom = legend_below(fig, axes[0], ncol=3)
         path = save_figure(fig, figures / f"{self.name}-{stored.mode}.png", bottom)
