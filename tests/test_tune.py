@@ -10,8 +10,13 @@ import pytest
 from tests.test_experiments import TINY, cli
 
 from fedscope.config import ConfigError
-from fedscope.experiments.suite.base import RunSpec, StoredExperiment, StoredRun
-from fedscope.experiments.tune import Axis, GridSearch, check_axes, parse_axis, point_name, rank
+from fedscope.experiments.suite.base import (
+    RunSpec,
+    StoredExperiment,
+    StoredRun,
+    rank_on_validation,
+)
+from fedscope.experiments.tune import Axis, GridSearch, check_axes, parse_axis, point_name
 
 
 def test_axes_parse_lists_and_refuse_what_is_ambiguous() -> None:
@@ -76,13 +81,13 @@ def _stored(values: dict[tuple[str, int], float]) -> StoredExperiment:
 
 def test_points_rank_by_their_mean_over_seeds_and_a_non_finite_one_is_an_error() -> None:
     stored = _stored({("a", 0): 0.10, ("a", 1): 0.30, ("b", 0): 0.25, ("b", 1): 0.25})
-    ranking = rank(stored, "MRR", "sampled")
+    ranking = rank_on_validation(stored, "MRR", "sampled")
     assert [p.name for p in ranking] == ["b", "a"]  # 0.25 against 0.20, though a has the max
     assert ranking[1].std == pytest.approx(0.10) and ranking[1].seeds == [0, 1]
-    tie = rank(_stored({("z", 0): 0.2, ("y", 0): 0.2}), "MRR", "sampled")
+    tie = rank_on_validation(_stored({("z", 0): 0.2, ("y", 0): 0.2}), "MRR", "sampled")
     assert [p.name for p in tie] == ["z", "y"]  # grid order breaks ties
     with pytest.raises(ValueError, match="validation MRR is nan"):
-        rank(_stored({("a", 0): math.nan}), "MRR", "sampled")
+        rank_on_validation(_stored({("a", 0): math.nan}), "MRR", "sampled")
 
 
 def test_tune_trains_the_grid_ranks_it_on_validation_and_reuses_it(tmp_path: Path) -> None:

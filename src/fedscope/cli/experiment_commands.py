@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -238,6 +237,7 @@ def tune(
     """Grid search on validation: train (or reuse) every point of a grid, rank the points by a
     validation metric averaged over seeds, and show the test numbers of the best point only."""
     from fedscope.experiments import tune as grid_search
+    from fedscope.experiments.suite.base import rank_on_validation
     from fedscope.experiments.suite.execute import dry_run as plan_rows
     from fedscope.experiments.suite.execute import execute, load_stored
 
@@ -260,7 +260,7 @@ def tune(
         return
     index = execute(exp, plan, root, echo=echo, jobs=jobs, progress_every=progress_every)
     stored = load_stored(folder / "experiment.json")
-    ranking = grid_search.rank(stored, metric, protocol)
+    ranking = rank_on_validation(stored, metric, protocol)
     path = grid_search.write_result(stored, ranking, metric, protocol)
     _print_table(grid_search.ranking_table(ranking, metric, protocol))
     if ranking:
@@ -270,13 +270,19 @@ def tune(
         echo(
             f"not finished: {r['run_dir']} ({r['status']}{': ' + r['note'] if r.get('note') else ''})"
         )
-    echo(grid_search.result_summary(json.loads(path.read_text())) + f" · ranking in {path}")
+    echo(grid_search.best_point_line(ranking) + f" · ranking in {path}")
 
 
 def _print_table(table: ResultTable) -> None:
-    shown = Table(title=table.title, title_justify="left", caption=table.caption or None)
+    from fedscope.evaluation.tables import terminal_table
+
+    shown = terminal_table(table.title)
+    shown.caption = table.caption or None
     for i, column in enumerate(table.columns):
-        shown.add_column(column, justify="left" if i < 2 else "right")
+        if i < 2:
+            shown.add_column(column, overflow="fold")
+        else:
+            shown.add_column(column, justify="right")
     for row in table.rows:
         shown.add_row(*row)
     console.print(shown)

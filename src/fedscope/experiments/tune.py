@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fedscope.config import ConfigError
 from fedscope.experiments.suite.base import (
@@ -31,15 +29,16 @@ from fedscope.experiments.suite.base import (
     StoredExperiment,
     Summary,
     Table,
+    ValidationScore,
     domains_of,
     mean_std,
     metric_of,
+    rank_on_validation,
 )
 from fedscope.experiments.suite.execute import experiment_folder
 
 GRID_MODE = "grid"  # the folder level that experiments use for their mode
 RESULT_FILE = "tune.json"
-METRICS = ("MRR", "HR@10", "NDCG@10", "HR@5", "NDCG@5")
 _NAME_OK = re.compile(r"[^A-Za-z0-9.+_-]+")
 
 
@@ -176,55 +175,18 @@ class GridSearch(Experiment):
         saved = stored.folder / RESULT_FILE
         last = json.loads(saved.read_text()) if saved.is_file() else {}
         metric, protocol = last.get("metric", "MRR"), last.get("protocol", "sampled")
-        ranking = rank(stored, metric, protocol)
+        ranking = rank_on_validation(stored, metric, protocol)
         tables = [ranking_table(ranking, metric, protocol)]
         if ranking:
             tables.append(best_test(ranking[0], stored))
         return Summary(tables=tables)
 
 
-@dataclass
-class PointScore:
-    name: str
-    overrides: tuple[str, ...]
-    values: list[float]  # the validation metric of each finished seed
-    seeds: list[int]
-    rounds: list[int]  # each seed's selected round
-    run_dirs: list[Path]
-
-    @property
-    def mean(self) -> float:
-        return mean_std(self.values)[0]
-
-    @property
-    def std(self) -> float:
-        return mean_std(self.values)[1]
-
-
-def rank(stored: StoredExperiment, metric: str, protocol: str) -> list[PointScore]:
-    """Finished points, best validation ``metric`` (overall, mean over seeds) first; ties keep
-    grid order. A non-finite validation number is an error, never a rank."""
-    points: dict[str, PointScore] = {}
-    for run in stored.runs:
-        value = metric_of(run.results, "overall", metric, protocol, split="valid")
-        if value is None or not math.isfinite(value):
-            raise ValueError(f"{run.run_dir}: validation {metric} is {value!r}, not a number")
-        p = points.setdefault(
-            run.spec.name, PointScore(run.spec.name, run.spec.overrides, [], [], [], [])
-        )
-        p.values.append(value)
-        p.seeds.append(run.seed)
-        p.rounds.append(int(run.results["selected_round"]))
-        p.run_dirs.append(run.run_dir)
-    order = list(points)
-    return sorted(points.values(), key=lambda p: (-p.mean, order.index(p.name)))
-
-
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def ranking_table(ranking: list[PointScore], metric: str, protocol: str) -> Table:
+def ranking_table(ranking: list[ValidationScore], metric: str, protocol: str) -> Table:
     rows = []
     for i, p in enumerate(ranking, 1):
         spread = f" ± {_pct(p.std)}" if len(p.values) > 1 else ""
@@ -244,7 +206,7 @@ def ranking_table(ranking: list[PointScore], metric: str, protocol: str) -> Tabl
     )
 
 
-def best_test(best: PointScore, stored: StoredExperiment) -> Table:
+def best_test(best: ValidationScore, stored: StoredExperiment) -> Table:
     """The test numbers of the chosen point only, per domain, both protocols."""
     runs = [r for r in stored.runs if r.spec.name == best.name]
     domains = domains_of(runs[0].results)
@@ -275,7 +237,7 @@ def best_test(best: PointScore, stored: StoredExperiment) -> Table:
 
 
 def write_result(
-    stored: StoredExperiment, ranking: list[PointScore], metric: str, protocol: str
+    stored: StoredExperiment, ranking: list[ValidationScore], metric: str, protocol: str
 ) -> Path:
     folder = stored.folder
     root = folder.parents[1]
@@ -314,8 +276,8 @@ def tune_folder(root: Path, name: str) -> Path:
     return experiment_folder(Path(root), name, GRID_MODE)
 
 
-def result_summary(result: dict[str, Any]) -> str:
-    best = result.get("best")
-    if best is None:
+def best_point_line(ranking: list[ValidationScore]) -> str:
+    """The ``--set`` line of the best point, or that none finished."""
+    if not ranking:
         return "no point finished"
-    return "best: " + " ".join(f"--set {o}" for o in best["overrides"])
+    return "best: " + " ".join(f"--set {o}" for o in ranking[0].overrides)

@@ -452,6 +452,49 @@ def paired_table(
     )
 
 
+@dataclass
+class ValidationScore:
+    """One configuration's validation metric over the seeds it finished."""
+
+    name: str
+    label: str
+    overrides: tuple[str, ...]
+    values: list[float]  # the validation metric of each finished seed
+    seeds: list[int]
+    rounds: list[int]  # each seed's selected round
+    run_dirs: list[Path]
+
+    @property
+    def mean(self) -> float:
+        return mean_std(self.values)[0]
+
+    @property
+    def std(self) -> float:
+        return mean_std(self.values)[1]
+
+
+def rank_on_validation(
+    stored: StoredExperiment, metric: str, protocol: str
+) -> list[ValidationScore]:
+    """Finished configurations (by run name), best validation ``metric`` (overall, mean over
+    seeds) first; ties keep the plan's order. A non-finite validation number is an error, never a rank."""
+    points: dict[str, ValidationScore] = {}
+    for run in stored.runs:
+        value = metric_of(run.results, "overall", metric, protocol, split="valid")
+        if value is None or not math.isfinite(value):
+            raise ValueError(f"{run.run_dir}: validation {metric} is {value!r}, not a number")
+        p = points.setdefault(
+            run.spec.name,
+            ValidationScore(run.spec.name, run.spec.label, run.spec.overrides, [], [], [], []),
+        )
+        p.values.append(value)
+        p.seeds.append(run.seed)
+        p.rounds.append(int(run.results["selected_round"]))
+        p.run_dirs.append(run.run_dir)
+    order = list(points)
+    return sorted(points.values(), key=lambda p: (-p.mean, order.index(p.name)))
+
+
 def hit_rate_standard_error(hit_rate: float, n: int) -> float:
     """Standard error of a hit rate's mean over ``n`` instances whose hits are 0 or 1 (exact
     when no target is tied with a competitor; ties make the per-instance value fractional and

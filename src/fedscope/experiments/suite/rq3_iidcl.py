@@ -36,6 +36,7 @@ from fedscope.experiments.suite.base import (
     metric_of,
     paired_table,
     pyplot,
+    rank_on_validation,
     save_figure,
 )
 
@@ -199,16 +200,15 @@ def tsne_pair(stored: StoredExperiment) -> list[tuple[str, list[StoredRun]]] | N
 def validation_choice(stored: StoredExperiment) -> str:
     """Which weights validation would pick: the test numbers above are the paper's figure, not
     a way to choose, so the choice is stated from validation alone."""
-    scores = {
-        label: mean_std(metric_of(r.results, "overall", "MRR", split="valid") for r in runs)[0]
-        for label, runs in stored.by_label().items()
-    }
-    best = max(scores, key=lambda label: scores[label])
-    default = scores.get(DEFAULT_LABEL)
-    against = "" if default is None else f", against {100 * default:.2f} at the default weights"
+    ranking = rank_on_validation(stored, "MRR", "sampled")
+    best = ranking[0]
+    default = next((p for p in ranking if p.label == DEFAULT_LABEL), None)
+    against = (
+        "" if default is None else f", against {100 * default.mean:.2f} at the default weights"
+    )
     return (
         f"Chosen on validation (overall MRR of each selected model on the whole validation "
-        f"split, mean over seeds): {best} ({100 * scores[best]:.2f}{against})."
+        f"split, mean over seeds): {best.label} ({100 * best.mean:.2f}{against})."
     )
 
 
