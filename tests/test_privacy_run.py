@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from fedscope.config import ConfigError, load_config
+from fedscope.federation.strategy import sample_partitions
 from fedscope.privacy import PrivacySettingsError, update_norm
 from fedscope.privacy.client import DpPrivatiser, read_ledger
+from fedscope.privacy.noise_ratio import averaged_noise_ratio
 from fedscope.privacy.plan import PrivacyPlan, make_plan, sends_per_client
 
 SIZES = [100, 200, 300, 400]
@@ -213,3 +215,61 @@ def test_align_finds_exactly_the_users_clients_share(tmp_path: Path, scheme: str
         assert expected > 0 and out["users_aligned_locally"] == 0
     else:
         assert expected == 0 and out["users_aligned_locally"] > 0
+
+
+# --- the averaged-noise ratio of `fedscope privacy-plan` ------------------------------------
+
+
+def test_noise_ratio_is_z_sqrt_d_over_m_for_equal_clients() -> None:
+    config = _config("privacy.epsilon=4", "privacy.beta=0")
+    plan = make_plan(config, [100] * 4, [10] * 4)
+    z = plan.clients[0].segments[0].z
+    ratio = averaged_noise_ratio(plan, 10_000, seed=0, fraction=0.5)
+    assert ratio.clients_per_round == 2 and len(ratio.per_round) == 20
+    assert ratio.median == pytest.approx(z * np.sqrt(10_000 / 2))
+    # four times the numbers, twice the ratio; a larger budget, less noise
+    assert averaged_noise_ratio(plan, 40_000, 0, 0.5).median == pytest.approx(2 * ratio.median)
+    looser = make_plan(_config("privacy.epsilon=40", "privacy.beta=0"), [100] * 4, [10] * 4)
+    assert averaged_noise_ratio(looser, 10_000, 0, 0.5).median < ratio.median
+
+
+def test_noise_ratio_weights_clients_by_size_and_leaves_out_suspended_ones() -> None:
+    config = _config("privacy.epsilon=4", "privacy.beta=0")
+    plan = make_plan(config, SIZES, [10] * 4)
+    ratio = averaged_noise_ratio(plan, 100, seed=3, fraction=0.5)
+    for t, rho in zip(range(1, 21), ratio.per_round, strict=True):
+        chosen = sample_partitions(3, t, [0, 1, 2, 3], 0.5)
+        w = np.array([SIZES[k] for k in chosen], dtype=float)
+        zs = np.array([plan.clients[k].noise_multiplier(t) for k in chosen])
+        assert rho == pytest.approx(np.sqrt(100 * np.sum((w * zs) ** 2)) / w.sum())
+    # per-round calibration suspends clients part-way: their rounds count no noise
+    per_round = _config("privacy.epsilon=2", "privacy.beta=0", "privacy.calibration=per-round")
+    stopped = make_plan(per_round, SIZES, [10] * 4)
+    last = max(c.max_steps for c in stopped.clients)
+    assert last < 20
+    assert len(averaged_noise_ratio(stopped, 100, 3, 0.5).per_round) == last
+
+
+def test_privacy_plan_command_prints_budgets_and_the_noise_ratio() -> None:
+    env = dict(os.environ, COLUMNS="200")
+    base = [sys.executable, "-m", "fedscope.cli", "privacy-plan"]
+    data = [
+        "--set",
+        'data.options={"n_users": 200, "n_items": 80}',
+        "--set",
+        "partition.n_clients=4",
+    ]
+    proc = subprocess.run(
+        [*base, *data, "--set", "privacy.epsilon=2", "--set", "federation.fraction=0.5"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "Privacy plan: eps_total=2 (split)" in out and "steps in budget" in out
+    assert "clients a round: m = 2 (C = 0.5 of K = 4)" in out
+    assert "rho > 1" in out  # any DP budget on a model of thousands of numbers
+    refused = subprocess.run([*base, *data], capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode == 2 and "privacy.epsilon is not set" in refused.stderr

@@ -1,17 +1,22 @@
-"""``fedscope privacy`` (the report of a run) and ``fedscope align`` (PSI user alignment)."""
+"""``fedscope privacy`` (the report of a run), ``fedscope privacy-plan`` (what a budget implies,
+before training) and ``fedscope align`` (PSI user alignment)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.table import Table
 
 from fedscope.cli.main import app, console
-from fedscope.cli.train_commands import _print_privacy
-from fedscope.config import ConfigError
+from fedscope.cli.train_commands import Overrides, _print_privacy
+from fedscope.config import ConfigError, load_config
 from fedscope.experiments import runner
 from fedscope.federation import run_dir as layout
+
+if TYPE_CHECKING:
+    from fedscope.privacy.plan import PrivacyPlan
 
 
 @app.command()
@@ -29,6 +34,92 @@ def privacy(
     rounds_done = layout.load_checkpoint(last).round if last.is_file() else 0
     write_report(run_dir, rounds_done)
     _print_privacy(run_dir)
+
+
+@app.command("privacy-plan")
+def privacy_plan(
+    config: Annotated[Path | None, typer.Option(help="TOML or JSON config file.")] = None,
+    overrides: Overrides = None,
+) -> None:
+    """What a privacy budget implies, before training: per client the budget, noise multiplier
+    and rounds within budget, and how large the server's averaged noise is against the update
+    it hides.
+
+    Takes the same --config and --set as `fedscope train`; trains and writes nothing.
+    """
+    from fedscope.data import load_dataset
+    from fedscope.privacy.noise_ratio import averaged_noise_ratio
+    from fedscope.training.task import RecommendationTask
+
+    cfg = load_config(config, overrides or [])
+    if not cfg.privacy.enabled:
+        raise ConfigError("privacy.epsilon is not set: nothing to plan (--set privacy.epsilon=E)")
+    dataset = load_dataset(cfg.data.name, cfg.data.data_dir, **cfg.data.options)
+    partitioning = runner.make_partitioning(cfg, dataset)
+    plan = runner.privacy_plan_for(cfg, partitioning)
+    task = RecommendationTask(cfg, dataset, partitioning)
+    n_params = sum(int(w.size) for w in task.shared_weights())
+    f = cfg.federation
+    ratio = averaged_noise_ratio(plan, n_params, cfg.seed, f.fraction)
+    console.print(_plan_table(plan, partitioning.sizes().tolist(), f.fraction, cfg.seed))
+    console.print(
+        f"shared numbers per client update: d = {n_params:,} "
+        f"(federation.shared_parameters={f.shared_parameters}); clients a round: m = "
+        f"{ratio.clients_per_round} (C = {f.fraction:g} of K = {partitioning.n_clients})",
+        highlight=False,
+    )
+    console.print(
+        f"averaged noise / largest averaged update (rho, about z*sqrt(d/m)): median "
+        f"{ratio.median:.3g}, smallest {ratio.smallest:.3g} over {len(ratio.per_round)} rounds",
+        highlight=False,
+    )
+    if ratio.median > 1:
+        console.print(
+            "[bold yellow]rho > 1:[/] each round the server's averaged noise is larger than "
+            "any update the clients can send. Fewer shared numbers "
+            "(federation.shared_parameters), more clients a round or a larger budget lower it; "
+            "BENCHMARKS.md (Privacy) has the accuracy measured at several values.",
+            highlight=False,
+        )
+
+
+def _plan_table(plan: PrivacyPlan, sizes: list[int], fraction: float, seed: int) -> Table:
+    from fedscope.privacy.plan import sends_per_client
+
+    s = plan.settings
+    sends = sends_per_client(seed, plan.rounds, len(plan.clients), fraction)
+    table = Table(
+        title=(
+            f"Privacy plan: eps_total={s.epsilon:g} ({s.allocation}), delta_total={s.delta:g}, "
+            f"beta={s.beta:g}, calibration={s.calibration}, accountant={s.accountant}, "
+            f"T={plan.rounds}, q={plan.sample_rate:g}"
+        ),
+        title_justify="left",
+    )
+    for col in (
+        "client",
+        "|U_k|",
+        "eps_k",
+        "delta_k",
+        "z",
+        "rounds sampled",
+        "steps in budget",
+        "eps after T",
+    ):
+        table.add_column(col, justify="right")
+    for c in plan.clients:
+        zs = list(dict.fromkeys(seg.z for seg in c.segments))
+        table.add_row(
+            str(c.client_id),
+            str(sizes[c.client_id]),
+            f"{c.epsilon:.4g}",
+            f"{c.delta:.3g}",
+            " → ".join(f"{z:.4g}" for z in zs),
+            str(sends[c.client_id]),
+            f"{min(c.max_steps, c.steps_planned)}/{c.steps_planned}",
+            f"{plan.epsilon_spent(c.client_id, c.steps_planned):.4g}",
+        )
+    return table
 
 
 @app.command()
