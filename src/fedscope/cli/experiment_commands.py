@@ -132,7 +132,8 @@ def experiment(
         console.print(
             f"{len(rows)} runs (state: new, interrupted = resumed, stored = reused, "
             "in use = being trained by another process, skipped, other settings = refused "
-            "until moved or deleted):"
+            "until moved or deleted):",
+            soft_wrap=True,
         )
         for row in rows:
             shared = f" (shared from {row['shared_from']})" if row["shared_from"] != name else ""
@@ -153,9 +154,9 @@ def experiment(
             soft_wrap=True,
         )
         for note in plan.notes:
-            console.print(f"note: {note}", highlight=False)
+            console.print(f"note: {note}", highlight=False, soft_wrap=True)
         for item in plan.missing:
-            console.print(f"missing: {item}", highlight=False)
+            console.print(f"missing: {item}", highlight=False, soft_wrap=True)
         return
     t0 = time.perf_counter()
     index = execute(
