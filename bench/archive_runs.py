@@ -3,7 +3,7 @@
 Run directories (checkpoints included) live under ignored folders such as bench/runs/ and are
 lost with the machine that trained them. This keeps what the tables and convergence plots
 are made from: ``config.json``, ``run.json``, ``results.json`` and ``metrics.jsonl`` (plus
-``privacy_report.json``, ``alignment.json`` and the per-instance ``ranks.npz`` where present);
+``privacy_report.json``, ``privacy_plan.json``, ``alignment.json`` and the per-instance ``ranks.npz`` where present);
 checkpoints are left out. An experiment folder's index (``experiment.json``), its ``derived/``
 caches (t-SNE embeddings, per-client evaluations: small, and not recomputable without the
 checkpoints) and the manifests of its semantic stores (``<store>/manifest.json``: what each
@@ -27,6 +27,7 @@ LIGHT_FILES = (
     "results.json",
     "metrics.jsonl",
     "privacy_report.json",
+    "privacy_plan.json",
     "alignment.json",
     "ranks.npz",
 )

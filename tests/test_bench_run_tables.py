@@ -89,9 +89,12 @@ def test_archive_copies_light_files_and_skips_runs_linked_from_the_archive(tmp_p
     source, target = tmp_path / "runs", tmp_path / "archive"
     fresh = source / "sasrec-federated-s1"
     (fresh / "checkpoints").mkdir(parents=True)
-    for name in ("config.json", "results.json", "metrics.jsonl"):
+    # a DP run: the privacy tables read its plan back; the clients' ledgers stay behind
+    for name in ("config.json", "results.json", "metrics.jsonl", "privacy_plan.json"):
         (fresh / name).write_text(name)
     (fresh / "checkpoints" / "last.npz").write_bytes(b"heavy")
+    (fresh / "privacy").mkdir()
+    (fresh / "privacy" / "client-0.jsonl").write_text("{}")
     (source / "unfinished-s1").mkdir()  # no results.json: not archived
     (target / "fedscope-federated-s0").mkdir(parents=True)
     (target / "fedscope-federated-s0" / "results.json").write_text("archived")
@@ -102,6 +105,6 @@ def test_archive_copies_light_files_and_skips_runs_linked_from_the_archive(tmp_p
     assert archive_runs.archive(source, target) == ["sasrec-federated-s1"]
     assert (target / "derived" / "tsne-sasrec-federated-s1.npz").read_bytes() == b"xy"
     copied = sorted(p.name for p in (target / "sasrec-federated-s1").iterdir())
-    assert copied == ["config.json", "metrics.jsonl", "results.json"]
+    assert copied == ["config.json", "metrics.jsonl", "privacy_plan.json", "results.json"]
     assert (target / "fedscope-federated-s0" / "results.json").read_text() == "archived"
     assert not (target / "unfinished-s1").exists()
