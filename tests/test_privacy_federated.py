@@ -104,3 +104,25 @@ def test_the_report_names_clients_an_assignment_file_named(
     console = Console(width=200, record=True)
     console.print(report_table(report))
     assert "2 (east)" in console.export_text()
+
+
+def test_a_dp_run_records_rho_and_train_warns_about_it(
+    dp_run: tuple[Path, dict], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fedscope.cli.main  # noqa: F401  (the command modules load through the app)
+    from fedscope.cli.train_commands import _warn_about_noise
+    from fedscope.training.task import RecommendationTask
+
+    run_dir, _ = dp_run
+    ratio = json.loads((run_dir / runner.RUN_FILE).read_text())["privacy_noise_ratio"]
+    shared = RecommendationTask.from_run_dir(run_dir).shared_weights()
+    assert ratio["n_params"] == sum(w.size for w in shared)  # what travels, every array
+    assert ratio["clients_per_round"] == 2
+    plan = load_plan(run_dir)
+    z = plan.clients[0].segments[0].z  # equal clients, one noise multiplier
+    # rounds 1-3 (round 4: every client is suspended, no noise to count)
+    assert ratio["median"] == pytest.approx(z * np.sqrt(ratio["n_params"] / 2))
+    capsys.readouterr()
+    _warn_about_noise(run_dir)
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{ratio['median']:.3g} times the largest update" in out

@@ -48,8 +48,6 @@ def privacy_plan(
     Takes the same --config and --set as `fedscope train`; trains and writes nothing.
     """
     from fedscope.data import load_dataset
-    from fedscope.privacy.noise_ratio import averaged_noise_ratio
-    from fedscope.training.task import RecommendationTask
 
     cfg = load_config(config, overrides or [])
     if not cfg.privacy.enabled:
@@ -57,13 +55,11 @@ def privacy_plan(
     dataset = load_dataset(cfg.data.name, cfg.data.data_dir, **cfg.data.options)
     partitioning = runner.make_partitioning(cfg, dataset)
     plan = runner.privacy_plan_for(cfg, partitioning)
-    task = RecommendationTask(cfg, dataset, partitioning)
-    n_params = sum(int(w.size) for w in task.shared_weights())
+    ratio = runner.privacy_noise_ratio(cfg, dataset, partitioning, plan)
     f = cfg.federation
-    ratio = averaged_noise_ratio(plan, n_params, cfg.seed, f.fraction)
     console.print(_plan_table(plan, partitioning.sizes().tolist(), f.fraction, cfg.seed))
     console.print(
-        f"shared numbers per client update: d = {n_params:,} "
+        f"shared numbers per client update: d = {ratio.n_params:,} "
         f"(federation.shared_parameters={f.shared_parameters}); clients a round: m = "
         f"{ratio.clients_per_round} (C = {f.fraction:g} of K = {partitioning.n_clients})",
         highlight=False,

@@ -98,6 +98,19 @@ def _print_privacy(run_dir: Path) -> None:
     )
 
 
+def _warn_about_noise(run_dir: Path) -> None:
+    ratio = json.loads((run_dir / runner.RUN_FILE).read_text()).get("privacy_noise_ratio")
+    if ratio is not None and ratio["median"] > 1:
+        console.print(
+            f"[bold yellow]warning:[/] with this budget the server's averaged DP noise is "
+            f"{ratio['median']:.3g} times the largest update the clients can send (rho, over "
+            f"d = {ratio['n_params']:,} shared numbers and m = {ratio['clients_per_round']} "
+            "clients a round); the model may learn nothing. `fedscope privacy-plan` shows the "
+            "plan before training.",
+            highlight=False,
+        )
+
+
 def run_training(run_dir: Path, resume: bool) -> dict[str, Any]:
     config = runner.read_config(run_dir)
     regime = config.federation.regime
@@ -148,6 +161,7 @@ def train(
         target = run_dir or runner.default_run_dir(cfg)
         runner.prepare_run(cfg, target)
     console.print(f"run directory: {target}")
+    _warn_about_noise(target)
     t0 = time.perf_counter()
     results = run_training(target, resume is not None)
     _print_results(results, target)

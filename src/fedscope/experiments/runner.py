@@ -43,6 +43,7 @@ from fedscope.federation import run_dir as layout
 from fedscope.federation.run_dir import CONFIG_FILE
 from fedscope.files import atomic_write_text
 from fedscope.methods import method_class
+from fedscope.privacy.noise_ratio import NoiseRatio, averaged_noise_ratio
 from fedscope.privacy.plan import PrivacyPlan, make_plan, plan_path, sends_per_client
 from fedscope.privacy.report import write_report
 from fedscope.training.task import (
@@ -162,6 +163,14 @@ def _write_run(
         "n_clients": partitioning.n_clients,
         "client_sizes": partitioning.sizes().tolist(),
     }
+    if plan is not None:
+        ratio = privacy_noise_ratio(config, dataset, partitioning, plan)
+        meta["privacy_noise_ratio"] = {
+            "median": ratio.median,
+            "smallest": ratio.smallest,
+            "n_params": ratio.n_params,
+            "clients_per_round": ratio.clients_per_round,
+        }
     (run_dir / RUN_FILE).write_text(json.dumps(meta, indent=2))
     if config.federation.exchange_representations:
         # The clients' PSI runs, once, before training (costs are in alignment.json).
@@ -176,6 +185,19 @@ def privacy_plan_for(config: ExperimentConfig, partitioning: Partitioning) -> Pr
     sizes = [int(n) for n in partitioning.sizes()]
     sends = sends_per_client(config.seed, f.rounds, partitioning.n_clients, f.fraction)
     return make_plan(config, sizes, sends)
+
+
+def privacy_noise_ratio(
+    config: ExperimentConfig,
+    dataset: CrossDomainDataset,
+    partitioning: Partitioning,
+    plan: PrivacyPlan,
+) -> NoiseRatio:
+    """rho, the averaged DP noise against the largest averaged update, over the run's rounds
+    (fedscope.privacy.noise_ratio), for the model this configuration shares."""
+    task = RecommendationTask(config, dataset, partitioning)
+    n_params = sum(int(w.size) for w in task.shared_weights())
+    return averaged_noise_ratio(plan, n_params, config.seed, config.federation.fraction)
 
 
 def read_config(run_dir: Path) -> ExperimentConfig:
