@@ -70,14 +70,13 @@ from fedscope.experiments.suite.rq6_privacy import (
     infeasible,
     markdown,
     pick_domain,
-    plan_fields,
     plot,
     result_fields,
+    run_plan_fields,
     write_csv,
 )
 from fedscope.experiments.suite.rq6_privacy import base_row as _base_row
 from fedscope.privacy import PrivacySettingsError
-from fedscope.privacy.plan import load_plan
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
@@ -136,7 +135,7 @@ def evaluate_point(
             row["status"] = "reference (not planned)"
             return row, None
         try:
-            row |= plan_fields(planner.plan(cfg)) | {"status": "feasible"}
+            row |= planner.plan_fields(cfg) | {"status": "feasible"}
         except PrivacySettingsError as exc:
             row |= infeasible(cfg, exc)
         return row, None
@@ -154,7 +153,7 @@ def evaluate_point(
             print(f"  {run_dir.name}: {row['status']}: {exc}", flush=True)
             return row, None
     if dp:
-        row |= plan_fields(load_plan(run_dir))
+        row |= run_plan_fields(run_dir)
     row |= result_fields(results, pick_domain(results, args.domain))
     row["status"] = "done"
     return row, results

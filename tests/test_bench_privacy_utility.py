@@ -65,6 +65,9 @@ def test_only_plan_solves_every_point_and_records_refusals(tmp_path: Path) -> No
         want = noise_multiplier_for_budget(1.0, 1e-5 / 4, 0.5, 2, max_noise_multiplier=5)
         assert float(ok["noise_multiplier_max"]) == pytest.approx(want, rel=1e-9)
         assert float(ok["eps_planned_max"]) <= 1.0 * (1 + 1e-9)
+        # rho with equal clients and m = 2 a round is z * sqrt(d / 2) for d shared numbers
+        d = 2 * (float(ok["noise_ratio"]) / want) ** 2
+        assert d == pytest.approx(round(d), rel=1e-9) and d > 1000
         refused = rows[(variant, "1.0")]
         assert refused["status"] == "infeasible at max_noise_multiplier=5"
         assert "eps_k=0.25" in refused["note"] and refused["noise_multiplier_max"] == ""
@@ -92,6 +95,8 @@ def test_grid_trains_reports_and_reuses_runs(tmp_path: Path) -> None:
     assert row["status"] == "done" and row["domain"] == "Movies"
     privacy = json.loads(results.read_text())["privacy"]
     assert float(row["eps_spent_max"]) == pytest.approx(privacy["epsilon_spent_max"])
+    recorded = json.loads((run_dir / "run.json").read_text())["privacy_noise_ratio"]
+    assert float(row["noise_ratio"]) == pytest.approx(recorded["median"])
     assert 0.9 < float(row["eps_spent_max"]) <= 1.0 * (1 + 1e-9)  # eps_k = 1, spent in full
     assert row["calibration"] == "accountant" and row["allocation"] == "split"
     test = json.loads(results.read_text())["test"]

@@ -88,6 +88,7 @@ CSV_COLUMNS = (
     "eps_k_max",
     "noise_multiplier_min",
     "noise_multiplier_max",
+    "noise_ratio",
     "steps_within_budget_min",
     "clients_to_suspend",
     "eps_planned_max",
@@ -173,12 +174,29 @@ class PlanMaker:
     def __init__(self) -> None:
         self._datasets: dict[str, CrossDomainDataset] = {}
 
-    def plan(self, cfg: ExperimentConfig) -> PrivacyPlan:
+    def plan_fields(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        """:func:`plan_fields` of the point's plan, with rho as a prepared run records it."""
+        dataset = self._dataset(cfg)
+        partitioning = runner.make_partitioning(cfg, dataset)
+        plan = runner.privacy_plan_for(cfg, partitioning)
+        ratio = runner.privacy_noise_ratio(cfg, dataset, partitioning, plan)
+        return plan_fields(plan) | {"noise_ratio": ratio.median}
+
+    def _dataset(self, cfg: ExperimentConfig) -> CrossDomainDataset:
         key = json.dumps([cfg.data.name, cfg.data.data_dir, cfg.data.options], sort_keys=True)
         if key not in self._datasets:
             self._datasets[key] = load_dataset(cfg.data.name, cfg.data.data_dir, **cfg.data.options)
-        partitioning = runner.make_partitioning(cfg, self._datasets[key])
-        return runner.privacy_plan_for(cfg, partitioning)
+        return self._datasets[key]
+
+
+def run_plan_fields(run_dir: Path) -> dict[str, Any]:
+    """:func:`plan_fields` of a prepared run, with the rho its run.json records (None for runs
+    prepared before rho was recorded)."""
+    meta = json.loads((Path(run_dir) / runner.RUN_FILE).read_text())
+    ratio = meta.get("privacy_noise_ratio")
+    return plan_fields(load_plan(run_dir)) | {
+        "noise_ratio": None if ratio is None else ratio["median"]
+    }
 
 
 def plan_fields(plan: PrivacyPlan) -> dict[str, Any]:
@@ -329,6 +347,7 @@ def table_cells(
         "clipping",
         "eps_k",
         "z (noise multiplier)",
+        "rho",
         "steps within budget",
     ]
     if only_plan:
@@ -356,6 +375,7 @@ def table_cells(
             r["clipping"] or "-",
             _range(r.get("eps_k_min"), r.get("eps_k_max"), ".4g"),
             _range(r.get("noise_multiplier_min"), r.get("noise_multiplier_max"), ".4g"),
+            _num(r.get("noise_ratio"), ".3g"),
             _num(r.get("steps_within_budget_min"), "d")
             + (f" ({r['clients_to_suspend']} clients cut)" if r.get("clients_to_suspend") else ""),
         ]
@@ -541,7 +561,7 @@ class PrivacyUtility(Experiment):
             cfg = runner.read_config(run.run_dir)
             row = base_row(point, cfg, run.seed, str(run.run_dir))
             if point.eps_total is not None:
-                row |= plan_fields(load_plan(run.run_dir))
+                row |= run_plan_fields(run.run_dir)
             row |= result_fields(run.results, domain) | {"status": "done"}
             rows.append(row)
             if reference["popularity"] is None:
@@ -578,7 +598,9 @@ class PrivacyUtility(Experiment):
                 f"Privacy-utility grid: test metrics (%) on {domain}",
                 head,
                 body,
-                " · ".join(caption) + ". eps spent from the accountant; z: noise multipliers.",
+                " · ".join(caption)
+                + ". eps spent from the accountant; z: noise multipliers; rho: the server's "
+                "averaged noise over the largest averaged update (median over rounds).",
             )
         )
         title = (
