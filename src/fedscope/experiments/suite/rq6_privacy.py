@@ -451,6 +451,12 @@ def plot(
             ax.axhline(100 * reference["no_dp"][key], color="black", ls="--", label="no DP")
         if reference.get("popularity") is not None:
             ax.axhline(100 * reference["popularity"][key], color="grey", ls=":", label="popularity")
+        n_negatives = reference.get("n_negatives")
+        if key == "hr10_sampled" and n_negatives:
+            # Random scores put the target in the top 10 of n_negatives + 1 candidates with
+            # probability 10 / (n_negatives + 1): where the DP points sit.
+            chance = 100 * min(1.0, 10 / (n_negatives + 1))
+            ax.axhline(chance, color="tab:red", ls=(0, (1, 3)), lw=1, label="random ranking")
         ax.set_xscale("log")
         ticks = sorted({x for by_eps in curves.values() for x in by_eps})
         ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
@@ -460,7 +466,7 @@ def plot(
         ax.set_title(label)
         ax.grid(alpha=0.3)
     # Under the panels: inside, the legend covers the reference lines near the top.
-    bottom = legend_below(fig, axes[1], ncol=5)
+    bottom = legend_below(fig, axes[0], ncol=5)  # the sampled panel has every line
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path)
@@ -614,7 +620,8 @@ class PrivacyUtility(Experiment):
                 Figure(
                     f"Test HR@10 on {domain} against eps_total",
                     path,
-                    "Mean ± std over seeds; dashed: no DP; dotted: popularity floor.",
+                    "Mean ± std over seeds; dashed: no DP; dotted: popularity floor; sparse red "
+                    "dots (sampled panel): random ranking.",
                 )
             )
         return out
