@@ -57,7 +57,7 @@ def privacy_plan(
     plan = runner.privacy_plan_for(cfg, partitioning)
     ratio = runner.privacy_noise_ratio(cfg, dataset, partitioning, plan)
     f = cfg.federation
-    console.print(_plan_table(plan, partitioning.sizes().tolist(), f.fraction, cfg.seed))
+    console.print(_plan_table(plan, f.fraction, cfg.seed))
     console.print(
         f"shared numbers per client update: d = {ratio.n_params:,} "
         f"(federation.shared_parameters={f.shared_parameters}); clients a round: m = "
@@ -79,7 +79,7 @@ def privacy_plan(
         )
 
 
-def _plan_table(plan: PrivacyPlan, sizes: list[int], fraction: float, seed: int) -> Table:
+def _plan_table(plan: PrivacyPlan, fraction: float, seed: int) -> Table:
     from fedscope.privacy.plan import sends_per_client
 
     s = plan.settings
@@ -107,7 +107,7 @@ def _plan_table(plan: PrivacyPlan, sizes: list[int], fraction: float, seed: int)
         zs = list(dict.fromkeys(seg.z for seg in c.segments))
         table.add_row(
             str(c.client_id),
-            str(sizes[c.client_id]),
+            str(c.n_users),
             f"{c.epsilon:.4g}",
             f"{c.delta:.3g}",
             " → ".join(f"{z:.4g}" for z in zs),
