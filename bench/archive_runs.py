@@ -3,9 +3,10 @@
 Run directories (checkpoints included) live under ignored folders such as bench/runs/ and are
 lost with the machine that trained them. This keeps what the tables and convergence plots
 are made from: ``config.json``, ``run.json``, ``results.json`` and ``metrics.jsonl`` (plus
-``privacy_report.json``, ``privacy_plan.json``, ``alignment.json`` and the per-instance ``ranks.npz`` where present);
-checkpoints are left out. An experiment folder's index (``experiment.json``), its ``derived/``
-caches (t-SNE embeddings, per-client evaluations: small, and not recomputable without the
+``privacy_report.json``, ``privacy_plan.json``, ``alignment.json`` and the per-instance
+``ranks.npz`` where present); checkpoints are left out. An experiment folder's index
+(``experiment.json``; a ``fedscope tune`` grid's ``tune.json`` too), its ``derived/`` caches
+(t-SNE embeddings, per-client evaluations: small, and not recomputable without the
 checkpoints) and the manifests of its semantic stores (``<store>/manifest.json``: what each
 backend answered) come along; the store's feature arrays do not.
 
@@ -45,9 +46,11 @@ def archive(source: Path, target: Path) -> list[str]:
             if (run / name).is_file():
                 shutil.copy2(run / name, dest / name)
         copied.append(run.name)
-    if (source / "experiment.json").is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / "experiment.json", target / "experiment.json")
+    # An experiment's index, and a `fedscope tune` grid's ranking beside it.
+    for index in ("experiment.json", "tune.json"):
+        if (source / index).is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / index, target / index)
     # What a report derived from the runs' models (t-SNE embeddings, per-client evaluations,
     # validation floors), so that the archived report keeps figures the archive cannot redo.
     if (source / "derived").is_dir():

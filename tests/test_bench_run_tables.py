@@ -99,11 +99,13 @@ def test_archive_copies_light_files_and_skips_runs_linked_from_the_archive(tmp_p
     (target / "fedscope-federated-s0").mkdir(parents=True)
     (target / "fedscope-federated-s0" / "results.json").write_text("archived")
     (source / "fedscope-federated-s0").symlink_to(target / "fedscope-federated-s0")
+    (source / "tune.json").write_text("ranking")  # a tune grid's ranking comes along
     (source / "derived").mkdir()  # a report's caches (t-SNE of a model not archived) come along
     (source / "derived" / "tsne-sasrec-federated-s1.npz").write_bytes(b"xy")
 
     assert archive_runs.archive(source, target) == ["sasrec-federated-s1"]
     assert (target / "derived" / "tsne-sasrec-federated-s1.npz").read_bytes() == b"xy"
+    assert (target / "tune.json").read_text() == "ranking"
     copied = sorted(p.name for p in (target / "sasrec-federated-s1").iterdir())
     assert copied == ["config.json", "metrics.jsonl", "privacy_plan.json", "results.json"]
     assert (target / "fedscope-federated-s0" / "results.json").read_text() == "archived"
