@@ -78,9 +78,7 @@ class DpPrivatiser:
 
     def step_of(self, earlier: list[dict], server_round: int) -> int:
         """The accounting step this round is for this client (see the plan's docstring)."""
-        if self.plan.settings.amplification:
-            return server_round
-        return 1 + sum(1 for r in earlier if r["status"] == "sent")
+        return self.plan.step(server_round, sum(1 for r in earlier if r["status"] == "sent"))
 
     def __call__(
         self, update: Weights, client_id: int, server_round: int, ctx: Any = None

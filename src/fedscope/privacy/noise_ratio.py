@@ -54,18 +54,16 @@ def averaged_noise_ratio(
         raise ValueError(f"need at least one shared parameter, got {n_params}")
     ids = [c.client_id for c in plan.clients]
     sizes = {c.client_id: c.n_users for c in plan.clients}
-    amplified = plan.settings.amplification
-    sends = dict.fromkeys(ids, 0)
+    sent = dict.fromkeys(ids, 0)
     ratios = []
     for t in range(1, plan.rounds + 1):
         weighted_z_sq = 0.0
         weight = 0.0
         for k in sample_partitions(seed, t, ids, fraction):
-            sends[k] += 1
-            # With amplification every round is a step for every client (plan.py).
-            z = plan.clients[k].noise_multiplier(t if amplified else sends[k])
+            z = plan.clients[k].noise_multiplier(plan.step(t, sent[k]))
             if z is None:  # suspended: sends nothing that counts
                 continue
+            sent[k] += 1
             weighted_z_sq += (sizes[k] * z) ** 2
             weight += sizes[k]
         if weight > 0:

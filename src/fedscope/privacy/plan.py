@@ -79,6 +79,11 @@ class PrivacyPlan:
     rounds: int
     clients: tuple[ClientPlan, ...]
 
+    def step(self, server_round: int, sent_before: int) -> int:
+        """The accounting step of ``server_round`` for a client that has sent ``sent_before``
+        updates in earlier rounds (see the module docstring)."""
+        return server_round if self.settings.amplification else sent_before + 1
+
     def epsilon_spent(self, client_id: int, steps: int) -> float:
         """The accountant's epsilon of client ``client_id`` after ``steps`` charged steps."""
         plan = self.clients[client_id]
