@@ -33,6 +33,7 @@ from typing import Any
 from fedscope.config import ExperimentConfig
 from fedscope.data import load_dataset
 from fedscope.data.dataset import CrossDomainDataset
+from fedscope.evaluation import chance_level
 from fedscope.experiments import runner
 from fedscope.experiments.suite import rq1_overall
 from fedscope.experiments.suite.base import (
@@ -453,9 +454,8 @@ def plot(
             ax.axhline(100 * reference["popularity"][key], color="grey", ls=":", label="popularity")
         n_negatives = reference.get("n_negatives")
         if key == "hr10_sampled" and n_negatives:
-            # Random scores put the target in the top 10 of n_negatives + 1 candidates with
-            # probability 10 / (n_negatives + 1): where the DP points sit.
-            chance = 100 * min(1.0, 10 / (n_negatives + 1))
+            # Where the DP points sit: a scorer that cannot tell the candidates apart.
+            chance = 100 * chance_level(n_negatives + 1)["HR@10"]
             ax.axhline(chance, color="tab:red", ls=(0, (1, 3)), lw=1, label="random ranking")
         ax.set_xscale("log")
         ticks = sorted({x for by_eps in curves.values() for x in by_eps})
