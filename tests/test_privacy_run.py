@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -250,7 +251,7 @@ def test_noise_ratio_weights_clients_by_size_and_leaves_out_suspended_ones() -> 
     assert len(averaged_noise_ratio(stopped, 100, 3, 0.5).per_round) == last
 
 
-def test_privacy_plan_command_prints_budgets_and_the_noise_ratio() -> None:
+def test_privacy_plan_command_prints_budgets_and_the_noise_ratio(tmp_path: Path) -> None:
     env = dict(os.environ, COLUMNS="200")
     base = [sys.executable, "-m", "fedscope.cli", "privacy-plan"]
     data = [
@@ -259,8 +260,11 @@ def test_privacy_plan_command_prints_budgets_and_the_noise_ratio() -> None:
         "--set",
         "partition.n_clients=4",
     ]
+    record_path = tmp_path / "plan.json"
+    unequal = ["--set", "partition.scheme=powerlaw", "--set", "privacy.beta=1"]
+    settings = ["--set", "privacy.epsilon=2", "--set", "federation.fraction=0.5"]
     proc = subprocess.run(
-        [*base, *data, "--set", "privacy.epsilon=2", "--set", "federation.fraction=0.5"],
+        [*base, *data, *settings, *unequal, "--json", str(record_path)],
         capture_output=True,
         text=True,
         env=env,
@@ -271,5 +275,24 @@ def test_privacy_plan_command_prints_budgets_and_the_noise_ratio() -> None:
     assert "Privacy plan: eps_total=2 (split)" in out and "steps in budget" in out
     assert "clients a round: m = 2 (C = 0.5 of K = 4)" in out
     assert "rho > 1" in out  # any DP budget on a model of thousands of numbers
+    # the JSON record holds what the table prints, and the plan reads back
+    record = json.loads(record_path.read_text())
+    plan = PrivacyPlan.from_json(json.dumps(record["plan"]))
+    assert sum(c.epsilon for c in plan.clients) == pytest.approx(2.0)
+    assert len({c.epsilon for c in plan.clients}) == 4  # beta = 1, clients of unequal size
+    assert record["epsilon_after_T"] == pytest.approx([c.epsilon for c in plan.clients], rel=1e-3)
+    assert sum(record["rounds_sampled"]) == 2 * plan.rounds
+    ratio = record["noise_ratio"]
+    assert ratio["median"] == pytest.approx(float(np.median(ratio["per_round"])))
+    assert f"median {ratio['median']:.3g}" in out
+    missing = tmp_path / "no-such-folder" / "plan.json"
+    refused = subprocess.run(
+        [*base, *data, *settings, "--json", str(missing)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert refused.returncode == 2 and "does not exist" in refused.stderr
     refused = subprocess.run([*base, *data], capture_output=True, text=True, env=env, timeout=300)
     assert refused.returncode == 2 and "privacy.epsilon is not set" in refused.stderr

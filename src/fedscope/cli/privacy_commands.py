@@ -3,6 +3,8 @@ before training) and ``fedscope align`` (PSI user alignment)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -40,14 +42,27 @@ def privacy(
 def privacy_plan(
     config: Annotated[Path | None, typer.Option(help="TOML or JSON config file.")] = None,
     overrides: Overrides = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Also write the plan, each client's rounds sampled and epsilon after T, and "
+            "rho per round to this JSON file.",
+        ),
+    ] = None,
 ) -> None:
     """What a privacy budget implies, before training: per client the budget, noise multiplier
     and rounds within budget, and how large the server's averaged noise is against the update
     it hides.
 
-    Takes the same --config and --set as `fedscope train`; trains and writes nothing.
+    Takes the same --config and --set as `fedscope train`; trains nothing and writes nothing
+    but the --json file.
     """
     from fedscope.data import load_dataset
+    from fedscope.privacy.plan import sends_per_client
+
+    if json_out is not None and not json_out.parent.is_dir():
+        raise ConfigError(f"--json {json_out}: folder {json_out.parent} does not exist")
 
     cfg = load_config(config, overrides or [])
     if not cfg.privacy.enabled:
@@ -57,7 +72,8 @@ def privacy_plan(
     plan = runner.privacy_plan_for(cfg, partitioning)
     ratio = runner.privacy_noise_ratio(cfg, dataset, partitioning, plan)
     f = cfg.federation
-    console.print(_plan_table(plan, f.fraction, cfg.seed))
+    sends = sends_per_client(cfg.seed, plan.rounds, len(plan.clients), f.fraction)
+    console.print(_plan_table(plan, sends))
     console.print(
         f"shared numbers per client update: d = {ratio.n_params:,} "
         f"(federation.shared_parameters={f.shared_parameters}); clients a round: m = "
@@ -77,13 +93,21 @@ def privacy_plan(
             "BENCHMARKS.md (Privacy) has the accuracy measured at several values.",
             highlight=False,
         )
+    if json_out is not None:
+        record = {
+            "plan": json.loads(plan.to_json()),
+            "rounds_sampled": list(sends),
+            "epsilon_after_T": [
+                plan.epsilon_spent(c.client_id, c.steps_planned) for c in plan.clients
+            ],
+            "noise_ratio": ratio.summary() | {"per_round": list(ratio.per_round)},
+        }
+        json_out.write_text(json.dumps(record, indent=1))
+        console.print(f"written: {json_out}", highlight=False)
 
 
-def _plan_table(plan: PrivacyPlan, fraction: float, seed: int) -> Table:
-    from fedscope.privacy.plan import sends_per_client
-
+def _plan_table(plan: PrivacyPlan, sends: Sequence[int]) -> Table:
     s = plan.settings
-    sends = sends_per_client(seed, plan.rounds, len(plan.clients), fraction)
     table = Table(
         title=(
             f"Privacy plan: eps_total={s.epsilon:g} ({s.allocation}), delta_total={s.delta:g}, "

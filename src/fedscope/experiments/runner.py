@@ -165,12 +165,7 @@ def _write_run(
     }
     if plan is not None:
         ratio = privacy_noise_ratio(config, dataset, partitioning, plan)
-        meta["privacy_noise_ratio"] = {
-            "median": ratio.median,
-            "smallest": ratio.smallest,
-            "n_params": ratio.n_params,
-            "clients_per_round": ratio.clients_per_round,
-        }
+        meta["privacy_noise_ratio"] = ratio.summary()
     (run_dir / RUN_FILE).write_text(json.dumps(meta, indent=2))
     if config.federation.exchange_representations:
         # The clients' PSI runs, once, before training (costs are in alignment.json).

@@ -43,6 +43,15 @@ class NoiseRatio:
     def smallest(self) -> float:
         return min(self.per_round) if self.per_round else math.nan
 
+    def summary(self) -> dict[str, float | int]:
+        """The record a run keeps (``run.json``'s ``privacy_noise_ratio``) and tables read."""
+        return {
+            "median": self.median,
+            "smallest": self.smallest,
+            "n_params": self.n_params,
+            "clients_per_round": self.clients_per_round,
+        }
+
 
 def averaged_noise_ratio(
     plan: PrivacyPlan, n_params: int, seed: int, fraction: float
