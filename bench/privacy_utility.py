@@ -38,8 +38,9 @@ A budget the plan refuses (privacy.PrivacySettingsError, e.g. a noise multiplier
 max_noise_multiplier=..." instead of an error; raise the cap with
 ``--set privacy.max_noise_multiplier=...``.
 
-Outputs (``--out PREFIX``, default bench/results/privacy_utility_<data>_<allocation>_
-<calibration>, with ``_plan`` for --only-plan): PREFIX.csv (one row per point and seed),
+Outputs (``--out PREFIX``, default <root>/privacy_utility_<data>_<allocation>_<calibration>,
+with ``_plan`` for --only-plan): PREFIX.csv (one row per point and seed; ``seconds`` is this
+call's wall time for the point, training only where ``trained_now`` is true),
 PREFIX.json (the rows plus the references and the command), PREFIX.png (HR@10 of the domain
 against eps_total, log x, one line per variant, means over seeds), and a Markdown table on
 stdout.
@@ -79,7 +80,6 @@ from fedscope.experiments.suite.rq6_privacy import base_row as _base_row
 from fedscope.privacy import PrivacySettingsError
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "bench" / "results"
 
 
 def point_config(
@@ -147,7 +147,7 @@ def evaluate_point(
         results = json.loads(results_file.read_text())
     else:
         try:
-            results, _ = run_or_reuse(run_dir, cfg)
+            results, row["trained_now"] = run_or_reuse(run_dir, cfg)
         except PrivacySettingsError as exc:
             row |= infeasible(cfg, exc)
             print(f"  {run_dir.name}: {row['status']}: {exc}", flush=True)
@@ -208,9 +208,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.root is None:
         args.root = REPO / "bench" / "runs" / f"rq6-{args.data}"
     if args.out is None:
+        # Beside the runs, not in bench/results: a default-named file there is easily
+        # committed by accident; results meant to be kept get an explicit --out.
         suffix = "_plan" if args.only_plan else ""
         name = f"privacy_utility_{args.data}_{args.allocation}_{args.calibration}{suffix}"
-        args.out = RESULTS_DIR / name
+        args.out = args.root / name
     return args
 
 

@@ -93,6 +93,7 @@ def test_grid_trains_reports_and_reuses_runs(tmp_path: Path) -> None:
     assert rows[("adaptive-b0.5", "1.0")]["status"].startswith("infeasible")
     row = rows[("adaptive-b0.5", "4.0")]
     assert row["status"] == "done" and row["domain"] == "Movies"
+    assert row["trained_now"] == "False"  # its seconds are reading time, not training time
     privacy = json.loads(results.read_text())["privacy"]
     assert float(row["eps_spent_max"]) == pytest.approx(privacy["epsilon_spent_max"])
     recorded = json.loads((run_dir / "run.json").read_text())["privacy_noise_ratio"]
@@ -109,3 +110,10 @@ def test_grid_trains_reports_and_reuses_runs(tmp_path: Path) -> None:
     # A grid asking for other settings must not silently reuse that run.
     with pytest.raises(SystemExit, match=r"train\.lr"):
         script.main([*common, "--eps", "4", "--set", "train.lr=0.01"])
+
+
+def test_outputs_default_beside_the_runs(tmp_path: Path) -> None:
+    script = _script()
+    args = script.parse_args([*TINY, "--root", str(tmp_path / "runs"), "--only-plan"])
+    assert args.out.parent == tmp_path / "runs"
+    assert args.out.name.startswith("privacy_utility_") and args.out.name.endswith("_plan")

@@ -110,7 +110,8 @@ CSV_COLUMNS = (
     "overall_hr10_full",
     "status",
     "note",
-    "seconds",
+    "seconds",  # this call's wall time for the point: training when trained_now, else reading
+    "trained_now",
     "run_dir",
 )
 
