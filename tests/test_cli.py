@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import require_file
 
 FEDSCOPE = [sys.executable, "-m", "fedscope.cli"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(
@@ -30,6 +31,20 @@ def run(
 def test_version_and_help():
     assert "fedscope" in run("--version").stdout
     assert "data" in run("--help").stdout
+
+
+def test_every_command_module_imports_on_its_own():
+    # Each in a fresh interpreter: a circular import only shows when a module is loaded first.
+    modules = sorted(p.stem for p in (ROOT / "src" / "fedscope" / "cli").glob("*_commands.py"))
+    assert "train_commands" in modules and "deploy_commands" in modules
+    for name in modules:
+        proc = subprocess.run(
+            [sys.executable, "-c", f"import fedscope.cli.{name}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, f"{name}: {proc.stderr[-2000:]}"
 
 
 def test_stats_json_agrees_with_readme(data_root):

@@ -109,7 +109,6 @@ def test_the_report_names_clients_an_assignment_file_named(
 def test_a_dp_run_records_rho_and_train_warns_about_it(
     dp_run: tuple[Path, dict], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import fedscope.cli.main  # noqa: F401  (the command modules load through the app)
     from fedscope.cli.train_commands import _warn_about_noise
     from fedscope.training.task import RecommendationTask
 

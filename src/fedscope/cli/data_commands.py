@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from fedscope.cli.main import DataDir, Sets, console, data_app, err_console, parse_sets
+from fedscope.cli.app import DataDir, Sets, console, data_app, err_console, parse_sets
 from fedscope.config import ConfigError
 from fedscope.data import load_dataset
 from fedscope.data.registry import DATA_DIR_ENV, available, resolve_data_dir

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fedscope.cli.main import app, console
+from fedscope.cli.app import app, console
 from fedscope.cli.train_commands import Overrides, RoundProgress, _poll_metrics, _print_results
 from fedscope.config import ConfigError, ExperimentConfig, load_config
 from fedscope.experiments import runner

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from fedscope.cli.main import DataDir, Sets, app, console, parse_sets
+from fedscope.cli.app import DataDir, Sets, app, console, parse_sets
 from fedscope.data import load_dataset
 from fedscope.evaluation import EvalResult, Evaluator, PopularityScorer, RandomScorer
 from fedscope.evaluation.tables import rich_table

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from rich.table import Table
 
-from fedscope.cli.main import app, console
+from fedscope.cli.app import app, console
 
 if TYPE_CHECKING:
     from fedscope.experiments.suite.base import Table as ResultTable

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from fedscope.cli.main import app, console
+from fedscope.cli.app import app, console
 from fedscope.cli.train_commands import Overrides, _print_privacy
 from fedscope.config import ConfigError, load_config
 from fedscope.experiments import runner

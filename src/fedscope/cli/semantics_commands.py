@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from fedscope.cli.main import DataDir, Sets, app, console, err_console, parse_sets
+from fedscope.cli.app import DataDir, Sets, app, console, err_console, parse_sets
 
 
 class _RateColumn(ProgressColumn):

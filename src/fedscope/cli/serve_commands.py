@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from fedscope.cli.main import app, console, err_console
+from fedscope.cli.app import app, console, err_console
 from fedscope.config import ConfigError
 
 

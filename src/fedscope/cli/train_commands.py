@@ -12,7 +12,7 @@ import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from fedscope.cli.main import app, console
+from fedscope.cli.app import app, console
 from fedscope.config import ConfigError, ExperimentConfig, load_config
 from fedscope.evaluation.tables import rich_table
 from fedscope.experiments import runner
