@@ -73,7 +73,8 @@ def privacy_plan(
     ratio = runner.privacy_noise_ratio(cfg, dataset, partitioning, plan)
     f = cfg.federation
     sends = sends_per_client(cfg.seed, plan.rounds, len(plan.clients), f.fraction)
-    console.print(_plan_table(plan, sends))
+    eps_after = [plan.epsilon_spent(c.client_id, c.steps_planned) for c in plan.clients]
+    console.print(_plan_table(plan, sends, eps_after))
     console.print(
         f"shared numbers per client update: d = {ratio.n_params:,} "
         f"(federation.shared_parameters={f.shared_parameters}); clients a round: m = "
@@ -96,17 +97,15 @@ def privacy_plan(
     if json_out is not None:
         record = {
             "plan": json.loads(plan.to_json()),
-            "rounds_sampled": list(sends),
-            "epsilon_after_T": [
-                plan.epsilon_spent(c.client_id, c.steps_planned) for c in plan.clients
-            ],
+            "rounds_sampled": sends,
+            "epsilon_after_T": eps_after,
             "noise_ratio": ratio.summary() | {"per_round": list(ratio.per_round)},
         }
         json_out.write_text(json.dumps(record, indent=1))
         console.print(f"written: {json_out}", highlight=False)
 
 
-def _plan_table(plan: PrivacyPlan, sends: Sequence[int]) -> Table:
+def _plan_table(plan: PrivacyPlan, sends: Sequence[int], eps_after: Sequence[float]) -> Table:
     s = plan.settings
     table = Table(
         title=(
@@ -137,7 +136,7 @@ def _plan_table(plan: PrivacyPlan, sends: Sequence[int]) -> Table:
             " → ".join(f"{z:.4g}" for z in zs),
             str(sends[c.client_id]),
             f"{min(c.max_steps, c.steps_planned)}/{c.steps_planned}",
-            f"{plan.epsilon_spent(c.client_id, c.steps_planned):.4g}",
+            f"{eps_after[c.client_id]:.4g}",
         )
     return table
 
