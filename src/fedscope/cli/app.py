@@ -36,6 +36,14 @@ DataDir = Annotated[
         show_default=False,
     ),
 ]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
+]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML or JSON config file.")]
+NewRunDir = Annotated[
+    Path | None, typer.Option("--run-dir", help="Run directory (default: output_dir/<name>).")
+]
 Sets = Annotated[
     list[str] | None,
     typer.Option("--set", help="Loader option KEY=VALUE (value parsed as JSON when possible)."),

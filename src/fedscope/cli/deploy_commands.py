@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from fedscope.cli.app import app, console
-from fedscope.cli.train_commands import Overrides, RoundProgress, _poll_metrics, _print_results
+from fedscope.cli.app import ConfigFile, NewRunDir, Overrides, app, console
+from fedscope.cli.train_commands import RoundProgress, _poll_metrics, _print_results
 from fedscope.config import ConfigError, ExperimentConfig, load_config
 from fedscope.experiments import runner
 from fedscope.federation import run_dir as layout
@@ -50,13 +50,9 @@ def config_for_nodes(
 @deploy_app.command("local")
 def local(
     nodes: Annotated[int, typer.Option("--nodes", help="SuperNodes (= clients) to start.")],
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML or JSON config file.")
-    ] = None,
+    config: ConfigFile = None,
     overrides: Overrides = None,
-    run_dir: Annotated[
-        Path | None, typer.Option(help="Run directory (default: output_dir/<name>).")
-    ] = None,
+    run_dir: NewRunDir = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --run-dir from its checkpoint.")
     ] = False,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from rich.table import Table
 
-from fedscope.cli.app import app, console
+from fedscope.cli.app import ConfigFile, app, console
 
 if TYPE_CHECKING:
     from fedscope.experiments.suite.base import Table as ResultTable
@@ -205,9 +205,7 @@ def tune(
             "repeat for more axes: every combination is a point.",
         ),
     ],
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML or JSON config file.")
-    ] = None,
+    config: ConfigFile = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a config value in every point: section.key=value."),

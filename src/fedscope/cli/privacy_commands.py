@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from fedscope.cli.app import app, console
-from fedscope.cli.train_commands import Overrides, _print_privacy
+from fedscope.cli.app import ConfigFile, Overrides, app, console
+from fedscope.cli.train_commands import _print_privacy
 from fedscope.config import ConfigError, load_config
 from fedscope.experiments import runner
 from fedscope.federation import run_dir as layout
@@ -40,7 +40,7 @@ def privacy(
 
 @app.command("privacy-plan")
 def privacy_plan(
-    config: Annotated[Path | None, typer.Option(help="TOML or JSON config file.")] = None,
+    config: ConfigFile = None,
     overrides: Overrides = None,
     json_out: Annotated[
         Path | None,

@@ -12,17 +12,12 @@ import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from fedscope.cli.app import app, console
+from fedscope.cli.app import ConfigFile, NewRunDir, Overrides, app, console
 from fedscope.config import ConfigError, ExperimentConfig, load_config
 from fedscope.evaluation.tables import rich_table
 from fedscope.experiments import runner
 from fedscope.federation import run_dir as layout
 from fedscope.training.task import schedule_length
-
-Overrides = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
-]
 
 
 class RoundProgress:
@@ -136,13 +131,9 @@ def run_training(run_dir: Path, resume: bool) -> dict[str, Any]:
 
 @app.command()
 def train(
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML or JSON config file.")
-    ] = None,
+    config: ConfigFile = None,
     overrides: Overrides = None,
-    run_dir: Annotated[
-        Path | None, typer.Option(help="Run directory (default: output_dir/<name>).")
-    ] = None,
+    run_dir: NewRunDir = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the interrupted run in this directory.")
     ] = None,
