@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -791,6 +792,51 @@ def test_generative_subset_stores_describe_the_same_most_interacted_items(
     said.clear()
     exp.prepare(plan, root, said.append)  # complete stores are reused, nothing regenerated
     assert all("complete, reused" in s for s in said) and len(said) == 2
+
+
+def test_experiments_prepare_only_what_the_runs_to_train_read(encoder, tmp_path):
+    """RQ2's IAE-only run needs the items alone: training just it (``--only``) writes no user
+    profiles; a UFE run adds them to the same store later; runs already stored, or runs
+    without semantic features (RQ4's baselines), prepare nothing."""
+    from fedscope.experiments.runner import RESULTS_FILE
+    from fedscope.experiments.suite import get
+    from fedscope.experiments.suite.execute import plan_to_train, run_dir_of
+
+    root = tmp_path / "exp"
+    sets = ['data.options={"n_users": 300, "n_items": 120}', "partition.n_clients=4"]
+    exp = get("rq2_semantics")
+    plan = exp.plan("quick", sets=sets, root=root)
+    store = root / "rq2_semantics" / "quick" / "semantics-encoder"
+    said: list[str] = []
+
+    iae_only = plan_to_train(plan, root, frozenset({"fedscope-federated-iae"}))
+    assert [s.name for s in iae_only.runs] == ["fedscope-federated-iae"]
+    exp.prepare(iae_only, root, said.append)
+    parts = set(json.loads((store / "manifest.json").read_text())["parts"])
+    assert parts == {"items"} and any("items only" in s for s in said)
+
+    said.clear()
+    exp.prepare(plan_to_train(plan, root, frozenset({"fedscope-federated-ufe"})), root, said.append)
+    parts = set(json.loads((store / "manifest.json").read_text())["parts"])
+    assert parts == {"items"} | {client_scope(k) for k in range(4)}, parts
+    assert any("items and 4 clients' users" in s for s in said)
+
+    # Stored seeds are not trained again, so they prepare nothing.
+    spec = next(s for s in plan.runs if s.name == "fedscope-federated-ufe")
+    for seed in spec.seeds:
+        run_dir = run_dir_of(root, plan, spec, seed)
+        run_dir.mkdir(parents=True)
+        (run_dir / RESULTS_FILE).write_text("{}")
+    assert plan_to_train(plan, root, frozenset({spec.name})).runs == []
+    shutil.rmtree(store)
+    said.clear()
+    exp.prepare(plan_to_train(plan, root, frozenset({spec.name})), root, said.append)
+    rq4 = get("rq4_cold_start")
+    rq4_plan = rq4.plan("quick", sets=sets, root=root)
+    baselines = frozenset(s.name for s in rq4_plan.runs if s.owner != "rq2_semantics")
+    assert baselines and len(baselines) < len(rq4_plan.runs)
+    rq4.prepare(plan_to_train(rq4_plan, root, baselines), root, said.append)
+    assert said == [] and not store.exists()
 
 
 def test_store_progress_lines_for_experiment_logs(monkeypatch):

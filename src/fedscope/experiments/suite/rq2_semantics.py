@@ -82,11 +82,21 @@ def with_semantics(mode: Mode) -> RunSpec:
     return variant_spec(*VARIANTS[-1], mode)
 
 
-def build_store(plan: Plan, root: Path, echo: Any) -> Path:
-    """Write the plan's semantic store (items, and users per client) unless it is complete."""
-    spec = next(s for s in plan.runs if s.owner == NAME)
+def build_store(plan: Plan, root: Path, echo: Any) -> Path | None:
+    """Write what the plan's runs with semantic features read from the store: the items, and
+    each client's user profiles only if one of those runs uses UFE. Parts already written
+    are kept. Nothing (None) when no run of the plan uses the store."""
+    specs = [s for s in plan.runs if s.owner == NAME and s.seeds]
+    if not specs:
+        return None
     limit = QUICK_LIMIT if plan.mode == "quick" else None
-    return write_store(plan.config(spec, spec.seeds[0]), echo, item_limit=limit, user_limit=limit)
+    return write_store(
+        plan.config(specs[0], specs[0].seeds[0]),
+        echo,
+        users=any(s.tag("ufe") for s in specs),
+        item_limit=limit,
+        user_limit=limit,
+    )
 
 
 def write_store(
