@@ -8,7 +8,8 @@ are made from: ``config.json``, ``run.json``, ``results.json`` and ``metrics.jso
 (``experiment.json``; a ``fedscope tune`` grid's ``tune.json`` too), its ``derived/`` caches
 (t-SNE embeddings, per-client evaluations: small, and not recomputable without the
 checkpoints) and the manifests of its semantic stores (``<store>/manifest.json``: what each
-backend answered) come along; the store's feature arrays do not.
+backend answered) come along; the store's feature arrays do not, nor the manifest of a store
+still being written (one that lists pending parts).
 
     python bench/archive_runs.py bench/runs/fk-v2 bench/results/runs/fk-v2
 
@@ -19,6 +20,7 @@ table from the archive.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -56,6 +58,16 @@ def archive(source: Path, target: Path) -> list[str]:
     if (source / "derived").is_dir():
         shutil.copytree(source / "derived", target / "derived", dirs_exist_ok=True)
     for manifest in sorted(source.glob("*/manifest.json")):
+        pending = json.loads(manifest.read_text()).get("pending")
+        if pending:
+            # being written, or its job was interrupted: archiving it now would record a
+            # store that never existed as its runs read it
+            print(
+                f"{manifest}: not archived, {len(pending)} parts still to write "
+                f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); "
+                "archive again once the store is written"
+            )
+            continue
         (target / manifest.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy2(manifest, target / manifest.parent.name / "manifest.json")
     return copied

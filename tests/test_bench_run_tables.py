@@ -102,6 +102,14 @@ def test_archive_copies_light_files_and_skips_runs_linked_from_the_archive(tmp_p
     (source / "tune.json").write_text("ranking")  # a tune grid's ranking comes along
     (source / "derived").mkdir()  # a report's caches (t-SNE of a model not archived) come along
     (source / "derived" / "tsne-sasrec-federated-s1.npz").write_bytes(b"xy")
+    # semantic stores: the manifest of a written one comes along, one still being written not
+    for store, manifest in (
+        ("semantics-encoder", {"parts": {"items": {}}}),
+        ("semantics-half", {"parts": {"items": {}}, "pending": ["client-0001"]}),
+    ):
+        (source / store).mkdir()
+        (source / store / "manifest.json").write_text(json.dumps(manifest))
+        (source / store / "items.npz").write_bytes(b"heavy")
 
     assert archive_runs.archive(source, target) == ["sasrec-federated-s1"]
     assert (target / "derived" / "tsne-sasrec-federated-s1.npz").read_bytes() == b"xy"
@@ -110,3 +118,5 @@ def test_archive_copies_light_files_and_skips_runs_linked_from_the_archive(tmp_p
     assert copied == ["config.json", "metrics.jsonl", "privacy_plan.json", "results.json"]
     assert (target / "fedscope-federated-s0" / "results.json").read_text() == "archived"
     assert not (target / "unfinished-s1").exists()
+    assert sorted(p.name for p in (target / "semantics-encoder").iterdir()) == ["manifest.json"]
+    assert not (target / "semantics-half").exists()

@@ -518,11 +518,15 @@ def test_store_alignment_scopes_and_checks(encoder, tmp_path):
     with SemanticCache(tmp_path / "c.sqlite") as cache:
         job = Augmenter(encoder, cache)
         store.begin(ds, job.identity(), encoder.dim)
+        store.expect(["items", client_scope(0), client_scope(1)])
         items, _ = job.augment_items(catalogue)
         store.write_part("items", items)
+        # while a job writes, its manifest says what is still to come
+        assert store._manifest()["pending"] == [client_scope(0), client_scope(1)]
         for c in parts.clients:
             users, report = job.augment_users(client_view(ds, c), catalogue, ds.n_users)
             store.write_part(report.scope, users)
+    assert "pending" not in store._manifest()
     loaded = SemanticStore.load(tmp_path / "s", client=1, dataset=ds)
     assert loaded.item_features.shape == (ds.n_items_total, 384)
     # Row g is the vector of global item g.

@@ -168,7 +168,7 @@ def augment(
     from fedscope.semantics.cache import SemanticCache
     from fedscope.semantics.encoder import EncoderUnavailableError, SentenceEncoder
     from fedscope.semantics.llm import GenerationSettings, LlamaGenerator, LLMUnavailableError
-    from fedscope.semantics.store import SemanticStore
+    from fedscope.semantics.store import SemanticStore, client_scope
 
     if client is not None and run_dir is None:
         raise typer.BadParameter("--client needs --run-dir (the run that defines the clients)")
@@ -223,6 +223,10 @@ def augment(
         else:
             chosen = [c for c in partitioning.clients if client is None or c.client_id == client]
             views = [client_view(ds, c) for c in chosen]
+        store.expect(
+            (["items"] if side in ("items", "both") else [])
+            + ([client_scope(v.client_id) for v in views] if side in ("users", "both") else [])
+        )
         try:
             if bar is not None:
                 bar.start()

@@ -55,7 +55,7 @@ from fedscope.semantics.schemas import (
     user_schema,
     validate_answer,
 )
-from fedscope.semantics.store import SidePart
+from fedscope.semantics.store import SidePart, client_scope
 
 Backend = Literal["llm", "encoder"]
 ItemOrder = Literal["catalogue", "popularity"]
@@ -271,7 +271,7 @@ class Augmenter:
                 return None
             return _Entry(user_text(history), user_prompt(history, schema), schema, (), max_tokens)
 
-        scope = "all" if view.client_id is None else f"client-{view.client_id:04d}"
+        scope = client_scope(view.client_id)
         report = SideReport("users", scope, int(view.users.shape[0]))
         return self._run(view.users, n_users, entry, report, limit), report
 

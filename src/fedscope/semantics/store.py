@@ -3,7 +3,8 @@
 Layout of a store folder::
 
     manifest.json              what made it: data set + fingerprint, backend, models, prompt
-                               version, width, and per part its counts (valid / repaired / N/A)
+                               version, width, and per part its counts (valid / repaired / N/A);
+                               while a job writes, the parts it has still to write ("pending")
     items.npz                  features float32 [n_items_total, d]   row = global item id
                                mask     bool    [n_items_total]      True: the row holds f_A
                                status   int8    [n_items_total]      schemas.Status
@@ -136,6 +137,19 @@ class SemanticStore:
             return
         atomic_write_text(self.path / MANIFEST, json.dumps({**head, "parts": {}}, indent=2))
 
+    def expect(self, names: list[str]) -> None:
+        """Record the parts a job is about to write (``manifest["pending"]``); each leaves the
+        list when written. A manifest that still lists pending parts belongs to a store being
+        written, or one whose job was interrupted: usable for the parts it has, but not the
+        store a finished job describes (an archive must not take it for one)."""
+        manifest = self._manifest()
+        pending = sorted(set(names))
+        if pending:
+            manifest["pending"] = pending
+        else:
+            manifest.pop("pending", None)
+        atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=2))
+
     def write_part(self, name: str, part: SidePart, extra: dict[str, Any] | None = None) -> Path:
         """Save ``items`` or a user scope (``all``, ``client-0003``) and record it."""
         file = ITEMS_FILE if name == "items" else users_file(name)
@@ -151,6 +165,9 @@ class SemanticStore:
             "counts": part.counts(),
             **(extra or {}),
         }
+        pending = [p for p in manifest.pop("pending", []) if p != name]
+        if pending:
+            manifest["pending"] = pending
         atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=2))
         return self.path / file
 

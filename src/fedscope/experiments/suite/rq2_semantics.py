@@ -153,6 +153,7 @@ def write_store(
     with SemanticCache(None) as cache:
         job = Augmenter(encoder, cache, generator, progress=ProgressLines(echo))
         store.begin(dataset, job.identity(), encoder.dim)
+        store.expect(sorted(wanted - have))
         if "items" not in have:
             part, report = job.augment_items(catalogue, item_limit, item_order(dataset, order))
             store.write_part("items", part, {"report": report.as_dict(), "order": order})
