@@ -138,8 +138,8 @@ class SemanticStore:
         atomic_write_text(self.path / MANIFEST, json.dumps({**head, "parts": {}}, indent=2))
 
     def expect(self, names: list[str]) -> None:
-        """Record the parts a job is about to write (``manifest["pending"]``); each leaves the
-        list when written. A manifest that still lists pending parts belongs to a store being
+        """Record the parts a job is about to write (``manifest["pending"]``, replacing the list
+        an earlier, interrupted job left); each leaves the list when written. A manifest that still lists pending parts belongs to a store being
         written, or one whose job was interrupted: usable for the parts it has, but not the
         store a finished job describes (an archive must not take it for one)."""
         manifest = self._manifest()
