@@ -58,7 +58,10 @@ def archive(source: Path, target: Path) -> list[str]:
     if (source / "derived").is_dir():
         shutil.copytree(source / "derived", target / "derived", dirs_exist_ok=True)
     for manifest in sorted(source.glob("*/manifest.json")):
-        pending = json.loads(manifest.read_text()).get("pending")
+        try:
+            pending = json.loads(manifest.read_text()).get("pending")
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"{manifest}: line {exc.lineno}: not valid JSON ({exc.msg})") from exc
         if pending:
             # being written, or its job was interrupted: archiving it now would record a
             # store that never existed as its runs read it

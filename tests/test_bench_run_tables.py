@@ -120,3 +120,6 @@ def test_archive_copies_light_files_and_skips_runs_linked_from_the_archive(tmp_p
     assert not (target / "unfinished-s1").exists()
     assert sorted(p.name for p in (target / "semantics-encoder").iterdir()) == ["manifest.json"]
     assert not (target / "semantics-half").exists()
+    (source / "semantics-half" / "manifest.json").write_text('{"parts": ')
+    with pytest.raises(SystemExit, match=r"semantics-half/manifest.json: line 1: not valid JSON"):
+        archive_runs.archive(source, target)
