@@ -798,6 +798,33 @@ def test_generative_subset_stores_describe_the_same_most_interacted_items(
     assert all("complete, reused" in s for s in said) and len(said) == 2
 
 
+def test_answer_table_gives_no_rate_for_a_store_served_from_the_cache(tmp_path):
+    """A store rebuilt from cached answers and vectors ran no model: its items/s would be a
+    cache lookup rate, so the table shows none; a store that computed shows its rate."""
+    from fedscope.experiments.suite import rq2_generative
+    from fedscope.experiments.suite.base import StoredExperiment
+
+    def write(backend: str, generated: int, encoded: int) -> None:
+        store = tmp_path / f"semantics-{backend}-items-top5"
+        store.mkdir()
+        report = {
+            "processed": 5,
+            "valid": 5,
+            "repaired": 0,
+            "na": 0,
+            "per_second": 2873.3,
+            "generated": generated,
+            "encoded": encoded,
+        }
+        parts = {"items": {"report": report}}
+        (store / "manifest.json").write_text(json.dumps({"parts": parts}))
+
+    write("encoder", generated=0, encoded=0)
+    write("llm", generated=6, encoded=5)
+    table = rq2_generative.answer_table(StoredExperiment({}, tmp_path, []))
+    assert [row[-1] for row in table.rows] == ["– (all cached)", "2873.300"]
+
+
 def test_experiments_prepare_only_what_the_runs_to_train_read(encoder, tmp_path):
     """RQ2's IAE-only run needs the items alone: training just it (``--only``) writes no user
     profiles; a UFE run adds them to the same store later; runs already stored, or runs

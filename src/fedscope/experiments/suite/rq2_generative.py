@@ -150,7 +150,7 @@ def answer_table(stored: StoredExperiment) -> Table | None:
                     f"{report['valid']:,}",
                     f"{report['repaired']:,}",
                     f"{report['na']:,}",
-                    f"{report['per_second']:.3f}",
+                    rate_cell(report),
                 ]
             )
     if not rows:
@@ -161,8 +161,18 @@ def answer_table(stored: StoredExperiment) -> Table | None:
         rows,
         "The encoder backend embeds the item text and makes no answer, so its items are all "
         "valid. An LLM answer is repaired when a field had to be cleaned or set to N/A, and N/A "
-        "when nothing usable came back (the item text is still embedded).",
+        "when nothing usable came back (the item text is still embedded). items/s is the job's "
+        "wall time, waits on a busy machine included; a store served from the cache made no "
+        "model call and has no rate.",
     )
+
+
+def rate_cell(report: dict[str, Any]) -> str:
+    """The store job's items/s, or a dash when every answer and vector came from the cache:
+    then the job measured a cache lookup, not either backend."""
+    if not report.get("generated") and not report.get("encoded"):
+        return "– (all cached)"
+    return f"{report['per_second']:.3f}"
 
 
 EXPERIMENT = GenerativeSemantics()
