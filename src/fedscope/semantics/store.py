@@ -139,9 +139,10 @@ class SemanticStore:
 
     def expect(self, names: list[str]) -> None:
         """Record the parts a job is about to write (``manifest["pending"]``, replacing the list
-        an earlier, interrupted job left); each leaves the list when written. A manifest that still lists pending parts belongs to a store being
-        written, or one whose job was interrupted: usable for the parts it has, but not the
-        store a finished job describes (an archive must not take it for one)."""
+        an earlier, interrupted job left); each leaves the list when written. A manifest that
+        still lists pending parts belongs to a store being written, or one whose job was
+        interrupted: usable for the parts it has, but not the store a finished job describes
+        (an archive must not take it for one)."""
         manifest = self._manifest()
         pending = sorted(set(names))
         if pending:
