@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ from fedscope.experiments.suite.execute import (
 )
 from fedscope.experiments.suite.rq1_overall import GRID, run_name
 from fedscope.methods import available_methods
+from fedscope.processes import process_table
 
 FEDSCOPE = [sys.executable, "-m", "fedscope.cli"]
 PAPER = {
@@ -255,6 +259,103 @@ def test_jobs_train_the_runs_of_a_grid_at_once(tmp_path: Path) -> None:
     assert cli(*args, "--jobs", "2").stdout.count("stored, reused") == 2
     bad = cli(*args, "--jobs", "0", check=False)
     assert bad.returncode == 2 and "--jobs" in bad.stderr
+
+
+def _descendants(pid: int) -> set[tuple[int, int]]:
+    """(pid, start time) of every process below ``pid`` now."""
+    table = process_table()
+    children: dict[int, list[int]] = {}
+    for child, entry in table.items():
+        children.setdefault(entry.ppid, []).append(child)
+    found, stack = set(), list(children.get(pid, []))
+    while stack:
+        child = stack.pop()
+        found.add((child, table[child].start))
+        stack.extend(children.get(child, []))
+    return found
+
+
+def _still_running(processes: set[tuple[int, int]]) -> list[str]:
+    table = process_table()
+    return [
+        f"{table[pid].name} ({pid})"
+        for pid, start in processes
+        if pid in table and table[pid].start == start and table[pid].state != "Z"
+    ]
+
+
+def _start_two_runs_and_wait(root: Path, log: Path) -> tuple[subprocess.Popen, set]:
+    """``fedscope experiment`` training two Flower runs at once (``--jobs 2``), returned once
+    both have a checkpoint, with every process it had started by then."""
+    args = [
+        "experiment", "rq1_overall", "--quick", "--root", str(root), *TINY,
+        "--set", "federation.rounds=60",
+        "--only", "fedscope-federated,sasrec-federated", "--jobs", "2",
+    ]  # fmt: skip
+    env = dict(os.environ, COLUMNS="250", FLWR_DISABLE_UPDATE_CHECK="1")
+    proc = subprocess.Popen(
+        [*FEDSCOPE, *args], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    runs = [root / "rq1_overall" / "quick" / f"{name}-s0" for name in ("fedscope-federated",
+            "sasrec-federated")]  # fmt: skip
+    seen: set[tuple[int, int]] = set()
+    deadline = time.monotonic() + 300
+    while not all((run / "checkpoints" / "last.npz").is_file() for run in runs):
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the runs never reached a checkpoint"
+        seen |= _descendants(proc.pid)
+        time.sleep(0.2)
+    return proc, seen | _descendants(proc.pid)
+
+
+def test_sigterm_stops_an_experiment_its_training_processes_and_their_ray(
+    tmp_path: Path,
+) -> None:
+    """``kill PID`` of an experiment training with ``--jobs``: every process it started ends,
+    the log ends with one line saying how to resume (no traceback from Ray's lost actors), the
+    index says interrupted, and the same command then finishes both runs."""
+    root, log = tmp_path / "exp", tmp_path / "experiment.log"
+    proc, started = _start_two_runs_and_wait(root, log)
+    try:
+        assert len(started) > 4  # the two training processes and their Ray processes
+        os.kill(proc.pid, signal.SIGTERM)  # the command alone, not its process group
+        assert proc.wait(timeout=120) == 130
+        deadline = time.monotonic() + 30
+        while _still_running(started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _still_running(started)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = log.read_text()
+    assert out.strip().splitlines()[-1].startswith("interrupted after "), out[-2000:]
+    assert "Traceback" not in out and "ActorUnavailableError" not in out, out[-3000:]
+    index = json.loads((root / "rq1_overall" / "quick" / INDEX_FILE).read_text())
+    states = {r["run_dir"].split("/")[-1]: r["status"] for r in index["runs"]}
+    assert states["fedscope-federated-s0"] == states["sasrec-federated-s0"] == "interrupted"
+    # and so does the plan the same command would follow to resume them
+    plan = get("rq1_overall").plan("quick", None, [*TINY[1::2], "federation.rounds=60"], root)
+    rows = {Path(row["run_dir"]).name: row["state"] for row in dry_run(plan, root)}
+    assert rows["fedscope-federated-s0"] == rows["sasrec-federated-s0"] == "interrupted"
+
+
+def test_a_killed_experiment_takes_its_training_processes_with_it(tmp_path: Path) -> None:
+    """SIGKILL leaves the command no chance to stop anything: its training processes learn of
+    its death from the kernel (PDEATHSIG) and stop themselves, Ray included."""
+    root, log = tmp_path / "exp", tmp_path / "experiment.log"
+    proc, started = _start_two_runs_and_wait(root, log)
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 90
+        while _still_running(started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _still_running(started), log.read_text()[-3000:]
+    finally:
+        for pid, _ in started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def test_the_index_keeps_runs_another_command_finished(tmp_path: Path) -> None:

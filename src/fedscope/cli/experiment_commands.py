@@ -110,6 +110,7 @@ def experiment(
     from fedscope.experiments.suite import get
     from fedscope.experiments.suite.execute import check_only, execute
     from fedscope.experiments.suite.execute import dry_run as plan_rows
+    from fedscope.processes import signals_raise_interrupt
 
     if name == "list":
         _list_experiments()
@@ -159,23 +160,36 @@ def experiment(
             console.print(f"missing: {item}", highlight=False, soft_wrap=True)
         return
     t0 = time.perf_counter()
-    index = execute(
-        exp,
-        plan,
-        root,
-        # One line per message even when stdout is a log file (rich would fold at 80 columns),
-        # so that `grep` finds a run's progress lines whole.
-        echo=lambda s: console.print(s, highlight=False, soft_wrap=True),
-        train=not stored_only,
-        only=selected,
-        jobs=jobs,
-        progress_every=progress_every,
-    )
+    try:
+        with signals_raise_interrupt():
+            index = execute(
+                exp,
+                plan,
+                root,
+                # One line per message even when stdout is a log file (rich would fold at 80
+                # columns), so that `grep` finds a run's progress lines whole.
+                echo=lambda s: console.print(s, highlight=False, soft_wrap=True),
+                train=not stored_only,
+                only=selected,
+                jobs=jobs,
+                progress_every=progress_every,
+            )
+    except KeyboardInterrupt:
+        console.print(
+            f"interrupted after {time.perf_counter() - t0:.0f}s; what was done is kept "
+            "(finished runs, the last checkpoint of those in training, cached semantic "
+            "answers) and the same command resumes from there (--dry-run lists the "
+            "interrupted runs)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     done = sum(r["status"] == "done" for r in index["runs"])
     console.print(
         f"{done}/{len(index['runs'])} runs finished in {time.perf_counter() - t0:.0f}s · index "
         f"{root / exp.name / mode / 'experiment.json'} · `fedscope report --root {root}`",
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from fedscope.deployment import certs as tls
 from fedscope.deployment.audit import AUDIT_ENV
 from fedscope.deployment.bundle import NODES_DIR, node_dir, read_node_info
 from fedscope.federation import run_dir as layout
-from fedscope.processes import process_table
+from fedscope.processes import process_table, signals_raise_interrupt
 
 DEPLOY_DIR = "deploy"
 PROCESSES_FILE = "processes.json"
@@ -584,7 +584,7 @@ class LocalDeployment:
         """Start everything, train, stop everything; raise DeploymentError on failure."""
         started = time.monotonic()
         self.prepare()
-        with self.group, _signals_raise_interrupt():
+        with self.group, signals_raise_interrupt():
             try:
                 self.start_superlink()
                 for k in range(self.options.n_nodes):
@@ -689,26 +689,6 @@ class LocalDeployment:
     def _write_report(self) -> None:
         path = self.deploy_dir / "report.json"
         path.write_text(json.dumps(asdict(self.report), indent=1, default=str) + "\n")
-
-
-@contextlib.contextmanager
-def _signals_raise_interrupt() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C (KeyboardInterrupt), so ``finally`` blocks stop children."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, interrupt)
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def collect_privacy_ledgers(run_dir: Path, n_nodes: int) -> int:

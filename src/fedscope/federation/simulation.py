@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,9 @@ def _simulate(
 
     started = time.perf_counter()
     engine_error: BaseException | None = None
+    interrupted = False
     watch = DescendantWatch()
-    with watch, _quiet_loggers(quiet), warnings.catch_warnings():
+    with watch, _quiet_loggers(quiet), warnings.catch_warnings(), _sigterm_restored():
         if quiet:
             warnings.filterwarnings("ignore", message=_RAY_GPU_TIP, category=FutureWarning)
         try:
@@ -150,15 +152,29 @@ def _simulate(
             )
         except Exception as exc:  # re-raised below with the ServerApp's own account
             engine_error = exc
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # Stopped from outside (Ctrl-C, or SIGTERM, which ray.init turns into
+            # sys.exit(SIGTERM)). The round in progress is lost, checkpoints/last.npz is not.
+            # Shutting Ray down kills the actors under Flower's feet; the errors it then logs
+            # are the expected consequence, not news, so they are hidden for the rest of this
+            # process's life (Flower's threads may log them after this block has ended).
+            if isinstance(exc, SystemExit) and exc.code != signal.SIGTERM:
+                raise
+            silence_engine_logs()
+            interrupted = True
         finally:
             _shutdown_ray()
     # Ray's workers outlive the raylet by a moment (re-parented to init); wait them out so
-    # nothing of this run is left when we return.
+    # nothing of this run is left when we return. What is still there after that (seen after
+    # an interruption that caught Ray half-way) is killed.
     leftovers = watch.wait_gone(timeout_s=15.0)
     if leftovers:
+        watch.kill_alive()
         logging.getLogger(__name__).warning(
-            "Ray processes still alive after shutdown: %s", ", ".join(leftovers)
+            "Ray processes still alive 15 s after shutdown, killed: %s", ", ".join(leftovers)
         )
+    if interrupted:
+        raise KeyboardInterrupt(f"federation in {run_dir} interrupted")
     wall_s = time.perf_counter() - started
 
     status = layout.read_status(run_dir)
@@ -214,6 +230,31 @@ def _quiet_loggers(quiet: bool) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, previous, strict=True):
             lg.setLevel(level)
+
+
+def silence_engine_logs() -> None:
+    """Hide Flower's and Ray's logs for the rest of this process's life.
+
+    For a process being stopped: as its simulation shuts down, Flower logs every actor it
+    loses as an error with a traceback, which is expected then and says nothing new. A
+    signal handler calls it before anything starts shutting down."""
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).disabled = True
+
+
+@contextmanager
+def _sigterm_restored() -> Iterator[None]:
+    """Give SIGTERM back its handler from before the simulation: ray.init replaces it with
+    ``sys.exit`` and leaves it so after ``ray.shutdown``, which would turn a later SIGTERM
+    into a bare exit with status 15 instead of what this process had arranged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _shutdown_ray() -> None:
@@ -282,6 +323,14 @@ class DescendantWatch:
             for (pid, start), name in self.seen.items()
             if pid in table and table[pid].start == start
         ]
+
+    def kill_alive(self) -> None:
+        """SIGKILL every recorded process still running (the same pid and start time)."""
+        table = process_table()
+        for pid, start in self.seen:
+            if pid in table and table[pid].start == start:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
 
     def wait_gone(self, timeout_s: float) -> list[str]:
         deadline = time.monotonic() + timeout_s

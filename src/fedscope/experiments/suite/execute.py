@@ -15,8 +15,12 @@ writes last, the index lists every run either of them finished.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
+import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -38,9 +42,13 @@ from fedscope.experiments.suite.progress import ProgressWatcher
 from fedscope.federation import run_dir as layout
 from fedscope.files import atomic_write_text, locked
 from fedscope.privacy import PrivacySettingsError
+from fedscope.processes import die_with_parent, process_table
 
 INDEX_FILE = "experiment.json"
 INDEX_LOCK = ".experiment.lock"
+# How long an interrupted training process gets to shut its Flower simulation and Ray down
+# (ray.shutdown plus the wait for Ray's workers, about 15 s when busy) before it is killed.
+WORKER_STOP_GRACE_S = 60.0
 Echo = Callable[[str], None]
 
 
@@ -369,8 +377,17 @@ def execute(
                 watcher.watch(shown, run_dir)
             index["runs"] = [dict(e) for e in entries]
             index = write_index(index_path, index)
-        if to_train:
-            _train_in_parallel(to_train, jobs, record, echo)
+        try:
+            if to_train:
+                _train_in_parallel(to_train, jobs, record, echo)
+        except KeyboardInterrupt:
+            # The runs being trained keep their last checkpoint; say so in the index too.
+            for entry in entries:
+                if entry.get("status") == "in use" and entry.get("note") == "this command":
+                    entry |= {"status": "interrupted", "note": "rerun the command to resume"}
+            index["runs"] = [dict(e) for e in entries]
+            write_index(index_path, index)
+            raise
     index["runs"] = [dict(e) for e in entries]
     return write_index(index_path, index)
 
@@ -401,19 +418,80 @@ def _train_in_parallel(
     started; those already training finish (or can be resumed), then the error is raised."""
     # spawn: a forked copy of this process would share its threads' locks and torch state
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    before = set(multiprocessing.active_children())
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_start_worker
+    ) as pool:
         running = {}
         for position, spec, run_dir, cfg in cells:
-            running[pool.submit(train_cell, run_dir, cfg)] = (position, spec.label)
+            running[pool.submit(_train_cell_in_worker, run_dir, cfg)] = (position, spec.label)
         echo(f"  training {len(cells)} runs, {jobs} at a time")
         try:
             for future in as_completed(running):
                 position, label = running[future]
                 record(position, label, future.result())
-        except BaseException:
+        except BaseException as exc:
             for future in running:
                 future.cancel()
+            if isinstance(exc, KeyboardInterrupt):
+                workers = [p.pid for p in multiprocessing.active_children() if p not in before]
+                _stop_workers([pid for pid in workers if pid is not None], echo)
             raise
+
+
+def _start_worker() -> None:
+    """Set up one training process of ``--jobs``.
+
+    Its own session, so that Ctrl-C in a terminal (SIGINT to the foreground process group)
+    reaches the experiment command alone, which then stops each training process with SIGINT
+    (:func:`_stop_workers`); Ray's processes would otherwise die with the group at the same
+    moment. SIGINT, not SIGTERM: ray.init claims SIGTERM in its driver for a bare
+    ``sys.exit``, while SIGINT stays ours. It hides Flower's logs of the actors lost as Ray
+    shuts down, then raises KeyboardInterrupt, so that the run's ``finally`` blocks stop Ray
+    and release the run directory. The kernel sends the same SIGINT if the experiment command
+    dies without stopping its training processes (SIGKILL), instead of letting them train on
+    unseen."""
+    os.setsid()
+    signal.signal(signal.SIGINT, _interrupt_quietly)
+    signal.signal(signal.SIGTERM, _interrupt_quietly)  # until ray.init takes it over
+    die_with_parent(signal.SIGINT)
+
+
+def _interrupt_quietly(signum: int, frame: object) -> None:
+    from fedscope.federation.simulation import silence_engine_logs
+
+    silence_engine_logs()
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _train_cell_in_worker(run_dir: Path, cfg: ExperimentConfig) -> tuple[Any, ...]:
+    """:func:`train_cell` in a training process; interrupted, the process ends (a pool worker
+    would otherwise hand the interruption back as a result and wait for more work)."""
+    try:
+        return train_cell(run_dir, cfg)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + signal.SIGINT)
+
+
+def _stop_workers(pids: list[int], echo: Echo, grace_s: float = WORKER_STOP_GRACE_S) -> None:
+    """SIGINT each training process, wait up to ``grace_s`` for all to end, then SIGKILL the
+    process group of each one left (its own session: the group holds its Ray processes)."""
+    echo(f"  interrupted: stopping {len(pids)} training processes")
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    left = pids
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        table = process_table()
+        # A zombie has ended; the pool's own thread reaps it.
+        left = [pid for pid in left if pid in table and table[pid].state != "Z"]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def write_index(index_path: Path, index: dict[str, Any]) -> dict[str, Any]:
