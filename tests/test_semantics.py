@@ -593,6 +593,10 @@ def test_llm_answers_are_validated_cached_and_resumed(generator, encoder, tmp_pa
         users, ureport = job.augment_users(view, catalogue, ds.n_users, limit=1)
     assert 3 <= generator.n_generated - calls <= 6  # 3 prompts, at most one retry each
     assert report.no_text == 1 and part.status[items[2]] == Status.NA
+    # time in the model calls is part of the job's time, per completion and per encoding
+    assert report.generated >= 2 and 0 < report.generate_s < report.seconds
+    assert report.seconds_per_answer == report.generate_s / report.generated
+    assert report.encoded == 2 and 0 < report.encode_s < report.seconds
     assert set(part.status[items[:2]].tolist()) <= {Status.VALID, Status.REPAIRED, Status.NA}
     assert part.mask[items[:2]].all()  # the item's own text is embedded whatever the answer
     assert ureport.processed == 1 and users.mask.sum() == 1
@@ -606,8 +610,9 @@ def test_llm_answers_are_validated_cached_and_resumed(generator, encoder, tmp_pa
                 set(user_schema(view.domain_names).field_names),
             )
         calls = generator.n_generated
-        again, _ = Augmenter(encoder, cache, generator).augment_items(catalogue, items=items)
+        again, cached = Augmenter(encoder, cache, generator).augment_items(catalogue, items=items)
         assert generator.n_generated == calls  # all from the cache
+        assert cached.generate_s == cached.encode_s == 0 and cached.seconds_per_answer is None
     np.testing.assert_array_equal(again.features, part.features)
 
 
@@ -804,7 +809,7 @@ def test_answer_table_gives_no_rate_for_a_store_served_from_the_cache(tmp_path):
     from fedscope.experiments.suite import rq2_generative
     from fedscope.experiments.suite.base import StoredExperiment
 
-    def write(backend: str, generated: int, encoded: int) -> None:
+    def write(backend: str, generated: int, encoded: int, **timing: float) -> None:
         store = tmp_path / f"semantics-{backend}-items-top5"
         store.mkdir()
         report = {
@@ -815,14 +820,16 @@ def test_answer_table_gives_no_rate_for_a_store_served_from_the_cache(tmp_path):
             "per_second": 2873.3,
             "generated": generated,
             "encoded": encoded,
+            **timing,
         }
         parts = {"items": {"report": report}}
         (store / "manifest.json").write_text(json.dumps({"parts": parts}))
 
-    write("encoder", generated=0, encoded=0)
-    write("llm", generated=6, encoded=5)
+    write("encoder", generated=0, encoded=0, encode_s=0.0)
+    write("llm", generated=6, encoded=5, generate_s=12.0, encode_s=0.5)
     table = rq2_generative.answer_table(StoredExperiment({}, tmp_path, []))
-    assert [row[-1] for row in table.rows] == ["– (all cached)", "2873.300"]
+    # items/s, then seconds per model call: per completion for the LLM, none when cached
+    assert [row[-2:] for row in table.rows] == [["– (all cached)", "–"], ["2873.300", "2"]]
 
 
 def test_experiments_prepare_only_what_the_runs_to_train_read(encoder, tmp_path):

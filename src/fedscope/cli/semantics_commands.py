@@ -73,6 +73,8 @@ def _summary_lines(reports: list[Any], backend: str) -> list[str]:
     lines = []
     for r in reports:
         cached = f" · cached answers {r.cached_answers:,} · generated {r.generated:,}"
+        if r.seconds_per_answer is not None:
+            cached += f" ({r.seconds_per_answer:.2f} s each in the model)"
         lines.append(
             f"[bold]{r.side} ({r.scope})[/]: {r.processed:,}/{r.total:,} done · "
             f"valid {r.valid:,} · repaired {r.repaired:,} · N/A {r.na:,} "

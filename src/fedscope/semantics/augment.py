@@ -178,11 +178,21 @@ class SideReport:
     generated: int = 0  # model completions run (retries included)
     encoded: int = 0  # texts run through the sentence encoder
     seconds: float = 0.0
+    # Wall seconds inside the model calls alone (completions, encoder batches): what the
+    # backend costs, without cache lookups or the job's pauses. On a busy machine they still
+    # include waits for a core.
+    generate_s: float = 0.0
+    encode_s: float = 0.0
     problems: dict[str, int] = field(default_factory=dict)  # repair reasons, counted
 
     @property
     def per_second(self) -> float:
         return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def seconds_per_answer(self) -> float | None:
+        """Mean wall seconds of one LLM completion (None when none ran)."""
+        return self.generate_s / self.generated if self.generated else None
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "per_second": round(self.per_second, 3)}
@@ -212,6 +222,8 @@ class Augmenter:
         self.cache = cache
         self.generator = generator
         self.progress = progress
+        self._generate_s = 0.0  # running totals; each side's report takes its difference
+        self._encode_s = 0.0
 
     @property
     def backend(self) -> Backend:
@@ -295,12 +307,15 @@ class Augmenter:
         answer: CachedAnswer | None = None
         attempts = 1 + max(0, gen.settings.max_retries)
         for attempt in range(attempts):
+            t0 = time.perf_counter()
             try:
                 raw = gen.generate(e.prompt, e.schema.json_schema(), e.max_tokens, attempt)
             except (ValueError, RuntimeError) as exc:  # llama.cpp: context overflow, decode error
+                self._generate_s += time.perf_counter() - t0
                 raw = None
                 answer = CachedAnswer(None, {"_error": str(exc)}, int(Status.NA), attempt + 1)
                 continue
+            self._generate_s += time.perf_counter() - t0
             checked = validate_answer(raw, e.schema, e.echoes)
             answer = CachedAnswer(
                 raw,
@@ -332,6 +347,7 @@ class Augmenter:
         label = f"{report.side} ({report.scope})"
         encoded_before = self.encoder.n_encoded
         generated_before = self.generator.n_generated if self.generator else 0
+        generate_s_before, encode_s_before = self._generate_s, self._encode_s
         start = time.perf_counter()
         if self.progress:
             self.progress(label, 0, len(todo))
@@ -368,6 +384,8 @@ class Augmenter:
         report.na = int((status == Status.NA).sum())
         report.encoded = self.encoder.n_encoded - encoded_before
         report.generated = (self.generator.n_generated if self.generator else 0) - generated_before
+        report.generate_s = self._generate_s - generate_s_before
+        report.encode_s = self._encode_s - encode_s_before
         report.seconds = time.perf_counter() - start
         return part
 
@@ -378,7 +396,9 @@ class Augmenter:
         found = self.cache.get_vectors(list(set(keys.values())))
         missing = sorted({keys[r]: r for r in texts if keys[r] not in found}.items())
         if missing:
+            t0 = time.perf_counter()
             vectors = self.encoder.encode([texts[r] for _, r in missing])
+            self._encode_s += time.perf_counter() - t0
             new = {k: v for (k, _), v in zip(missing, vectors, strict=True)}
             self.cache.put_vectors(self.encoder.model_id, new)
             found.update(new)

@@ -151,19 +151,23 @@ def answer_table(stored: StoredExperiment) -> Table | None:
                     f"{report['repaired']:,}",
                     f"{report['na']:,}",
                     rate_cell(report),
+                    model_time_cell(report, backend),
                 ]
             )
     if not rows:
         return None
     return Table(
         "Item answers per backend",
-        ["store", "items described", "valid", "repaired", "N/A", "items/s"],
+        ["store", "items described", "valid", "repaired", "N/A", "items/s", "model s per item"],
         rows,
         "The encoder backend embeds the item text and makes no answer, so its items are all "
         "valid. An LLM answer is repaired when a field had to be cleaned or set to N/A, and N/A "
         "when nothing usable came back (the item text is still embedded). items/s is the job's "
         "wall time, waits on a busy machine included; a store served from the cache made no "
-        "model call and has no rate.",
+        "model call and has no rate. Model s per item: mean wall seconds inside the model, per "
+        "LLM completion (retries count as completions) or per text the encoder embedded; "
+        "without cache lookups or pauses of the job, but with waits for a core on a busy "
+        "machine (– where the store's manifest predates this timing).",
     )
 
 
@@ -173,6 +177,19 @@ def rate_cell(report: dict[str, Any]) -> str:
     if not report.get("generated") and not report.get("encoded"):
         return "– (all cached)"
     return f"{report['per_second']:.3f}"
+
+
+def model_time_cell(report: dict[str, Any], backend: str) -> str:
+    """Mean seconds per model call: per completion for the LLM, per embedded text for the
+    encoder (whose vectors the LLM store also computes, but the completions dominate)."""
+    calls, seconds = (
+        (report.get("generated"), report.get("generate_s"))
+        if backend == "llm"
+        else (report.get("encoded"), report.get("encode_s"))
+    )
+    if seconds is None or not calls:
+        return "–"
+    return f"{seconds / calls:.3g}"
 
 
 EXPERIMENT = GenerativeSemantics()
