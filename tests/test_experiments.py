@@ -284,12 +284,18 @@ def _still_running(processes: set[tuple[int, int]]) -> list[str]:
     ]
 
 
-def _start_two_runs_and_wait(root: Path, log: Path) -> tuple[subprocess.Popen, set]:
+ROUNDS_TO_INTERRUPT = 100
+
+
+def _start_two_runs_and_wait(
+    root: Path, log: Path, sasrec_done: bool = False
+) -> tuple[subprocess.Popen, set]:
     """``fedscope experiment`` training two Flower runs at once (``--jobs 2``), returned once
-    both have a checkpoint, with every process it had started by then."""
+    both have a checkpoint (and, with ``sasrec_done``, once the faster FedAvg+SASRec run has
+    finished), with every process it had started by then."""
     args = [
         "experiment", "rq1_overall", "--quick", "--root", str(root), *TINY,
-        "--set", "federation.rounds=60",
+        "--set", f"federation.rounds={ROUNDS_TO_INTERRUPT}",
         "--only", "fedscope-federated,sasrec-federated", "--jobs", "2",
     ]  # fmt: skip
     env = dict(os.environ, COLUMNS="250", FLWR_DISABLE_UPDATE_CHECK="1")
@@ -301,7 +307,10 @@ def _start_two_runs_and_wait(root: Path, log: Path) -> tuple[subprocess.Popen, s
             "sasrec-federated")]  # fmt: skip
     seen: set[tuple[int, int]] = set()
     deadline = time.monotonic() + 300
-    while not all((run / "checkpoints" / "last.npz").is_file() for run in runs):
+    while not all((run / "checkpoints" / "last.npz").is_file() for run in runs) or (
+        # finished as far as the command is concerned: it has recorded the run
+        sasrec_done and "FedAvg+SASRec: trained in" not in log.read_text()
+    ):
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "the runs never reached a checkpoint"
         seen |= _descendants(proc.pid)
@@ -312,12 +321,15 @@ def _start_two_runs_and_wait(root: Path, log: Path) -> tuple[subprocess.Popen, s
 def test_sigterm_stops_an_experiment_its_training_processes_and_their_ray(
     tmp_path: Path,
 ) -> None:
-    """``kill PID`` of an experiment training with ``--jobs``: every process it started ends,
-    the log ends with one line saying how to resume (no traceback from Ray's lost actors), the
-    index says interrupted, and the same command then finishes both runs."""
+    """``kill PID`` of an experiment training with ``--jobs``, one run finished (its process
+    idle) and one still training: every process it started ends, the log ends with one line
+    saying how to resume (no traceback from Ray's lost actors or the idle process), and the
+    index says which run finished and which was interrupted."""
     root, log = tmp_path / "exp", tmp_path / "experiment.log"
-    proc, started = _start_two_runs_and_wait(root, log)
+    proc, started = _start_two_runs_and_wait(root, log, sasrec_done=True)
+    fedscope_run = root / "rq1_overall" / "quick" / "fedscope-federated-s0"
     try:
+        assert not (fedscope_run / "results.json").is_file()  # still training
         assert len(started) > 4  # the two training processes and their Ray processes
         os.kill(proc.pid, signal.SIGTERM)  # the command alone, not its process group
         assert proc.wait(timeout=120) == 130
@@ -333,11 +345,17 @@ def test_sigterm_stops_an_experiment_its_training_processes_and_their_ray(
     assert "Traceback" not in out and "ActorUnavailableError" not in out, out[-3000:]
     index = json.loads((root / "rq1_overall" / "quick" / INDEX_FILE).read_text())
     states = {r["run_dir"].split("/")[-1]: r["status"] for r in index["runs"]}
-    assert states["fedscope-federated-s0"] == states["sasrec-federated-s0"] == "interrupted"
-    # and so does the plan the same command would follow to resume them
-    plan = get("rq1_overall").plan("quick", None, [*TINY[1::2], "federation.rounds=60"], root)
-    rows = {Path(row["run_dir"]).name: row["state"] for row in dry_run(plan, root)}
-    assert rows["fedscope-federated-s0"] == rows["sasrec-federated-s0"] == "interrupted"
+    assert states["fedscope-federated-s0"] == "interrupted"
+    assert states["sasrec-federated-s0"] == "done"
+    # and so does the plan the same command would follow to resume
+    sets = [*TINY[1::2], f"federation.rounds={ROUNDS_TO_INTERRUPT}"]
+    rows = {
+        Path(row["run_dir"]).name: row["state"]
+        for row in dry_run(get("rq1_overall").plan("quick", None, sets, root), root)
+    }
+    assert (
+        rows["fedscope-federated-s0"] == "interrupted" and rows["sasrec-federated-s0"] == "stored"
+    )
 
 
 def test_a_killed_experiment_takes_its_training_processes_with_it(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from fedscope.config import SPEED_ONLY_SETTINGS, ExperimentConfig
 from fedscope.experiments import runner
@@ -415,7 +415,8 @@ def _train_in_parallel(
 
     Each cell is a whole run in its own process (with its own Flower simulation), so results
     are those of training them one after another. A cell that fails stops the cells not yet
-    started; those already training finish (or can be resumed), then the error is raised."""
+    started; those already training finish (or can be resumed), then the error is raised. An
+    interruption (Ctrl-C, SIGTERM) stops those too, each keeping its last checkpoint."""
     # spawn: a forked copy of this process would share its threads' locks and torch state
     context = multiprocessing.get_context("spawn")
     before = set(multiprocessing.active_children())
@@ -452,12 +453,22 @@ def _start_worker() -> None:
     dies without stopping its training processes (SIGKILL), instead of letting them train on
     unseen."""
     os.setsid()
+    # Ray's core takes SIGTERM for a crash in the driver (absl's failure handler: a stack
+    # dump, then the process dies where it stands), and it sends its driver SIGTERM when it
+    # loses its raylet, as can happen half-way through an interrupted shutdown. Without that
+    # handler the SIGTERM reaches Python, and _train_cell_in_worker can still clean up.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     signal.signal(signal.SIGINT, _interrupt_quietly)
     signal.signal(signal.SIGTERM, _interrupt_quietly)  # until ray.init takes it over
     die_with_parent(signal.SIGINT)
 
 
+_worker_training = False  # in a training process: whether it is training a run now
+
+
 def _interrupt_quietly(signum: int, frame: object) -> None:
+    if not _worker_training:  # waiting for work: nothing to clean up
+        _exit_worker()
     from fedscope.federation.simulation import silence_engine_logs
 
     silence_engine_logs()
@@ -467,17 +478,35 @@ def _interrupt_quietly(signum: int, frame: object) -> None:
 def _train_cell_in_worker(run_dir: Path, cfg: ExperimentConfig) -> tuple[Any, ...]:
     """:func:`train_cell` in a training process; interrupted, the process ends (a pool worker
     would otherwise hand the interruption back as a result and wait for more work)."""
+    global _worker_training
+    _worker_training = True
     try:
         return train_cell(run_dir, cfg)
-    except KeyboardInterrupt:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(128 + signal.SIGINT)
+    except (KeyboardInterrupt, SystemExit):
+        # SystemExit: Ray's core sends its own driver SIGTERM (ray.init made that sys.exit)
+        # when it loses its raylet half-way through a shutdown.
+        _exit_worker()
+    finally:
+        _worker_training = False
+
+
+def _exit_worker() -> NoReturn:
+    """End this training process and whatever it started that is still there. The run has
+    shut Ray down as far as it could; an interruption can still catch Ray half-way and leave
+    some of its processes (seen: the dashboard and runtime-env agents of a killed raylet).
+    They are all in this process's group (its own session), so SIGKILL to the group ends
+    them, and this process with them."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.getpgrp() == os.getpid():  # the group is ours alone (set up by _start_worker)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os._exit(128 + signal.SIGINT)
 
 
 def _stop_workers(pids: list[int], echo: Echo, grace_s: float = WORKER_STOP_GRACE_S) -> None:
     """SIGINT each training process, wait up to ``grace_s`` for all to end, then SIGKILL the
-    process group of each one left (its own session: the group holds its Ray processes)."""
+    process group of each (its own session, holding its Ray processes): of those still there,
+    and of those that ended but may have left Ray processes behind."""
     echo(f"  interrupted: stopping {len(pids)} training processes")
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -489,7 +518,7 @@ def _stop_workers(pids: list[int], echo: Echo, grace_s: float = WORKER_STOP_GRAC
         table = process_table()
         # A zombie has ended; the pool's own thread reaps it.
         left = [pid for pid in left if pid in table and table[pid].state != "Z"]
-    for pid in left:
+    for pid in pids:  # a group's id is not reused while the group has a member
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
 
