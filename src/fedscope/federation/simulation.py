@@ -316,21 +316,23 @@ class DescendantWatch:
                 self.seen[key] = table[pid].name
             stack.extend(children.get(pid, []))
 
-    def alive(self) -> list[str]:
+    def _running(self) -> list[tuple[int, str]]:
+        """(pid, name) of the recorded processes still running: the same pid and start time."""
         table = process_table()
         return [
-            f"{name} (pid {pid})"
+            (pid, name)
             for (pid, start), name in self.seen.items()
             if pid in table and table[pid].start == start
         ]
 
+    def alive(self) -> list[str]:
+        return [f"{name} (pid {pid})" for pid, name in self._running()]
+
     def kill_alive(self) -> None:
         """SIGKILL every recorded process still running (the same pid and start time)."""
-        table = process_table()
-        for pid, start in self.seen:
-            if pid in table and table[pid].start == start:
-                with suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+        for pid, _ in self._running():
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     def wait_gone(self, timeout_s: float) -> list[str]:
         deadline = time.monotonic() + timeout_s

@@ -311,11 +311,11 @@ class Augmenter:
             try:
                 raw = gen.generate(e.prompt, e.schema.json_schema(), e.max_tokens, attempt)
             except (ValueError, RuntimeError) as exc:  # llama.cpp: context overflow, decode error
-                self._generate_s += time.perf_counter() - t0
                 raw = None
                 answer = CachedAnswer(None, {"_error": str(exc)}, int(Status.NA), attempt + 1)
                 continue
-            self._generate_s += time.perf_counter() - t0
+            finally:
+                self._generate_s += time.perf_counter() - t0
             checked = validate_answer(raw, e.schema, e.echoes)
             answer = CachedAnswer(
                 raw,
