@@ -447,6 +447,32 @@ def test_tables_state_the_test_sets_sampling_error_of_hr10() -> None:
     assert sampling_error_note({}, {}) == ""
 
 
+def test_common_seeds_keeps_the_seeds_every_row_finished_and_says_what_it_left_out() -> None:
+    from fedscope.experiments.suite.base import RunSpec, StoredExperiment, StoredRun
+
+    def run(label: str, seed: int) -> StoredRun:
+        spec = RunSpec(label, label.lower(), (), (seed,))
+        return StoredRun(spec, seed, Path(f"{label}-s{seed}"), {})
+
+    runs = [run("None", 0), run("None", 1), run("None", 2), run("IAE", 0), run("IAE", 1)]
+    runs += [run("LLM", 1), run("LLM", 2)]
+    stored = StoredExperiment({"experiment": "rq2"}, Path("."), runs)
+    kept, note = stored.common_seeds()
+    assert [(r.spec.label, r.seed) for r in kept.runs] == [("None", 1), ("IAE", 1), ("LLM", 1)]
+    assert note == (
+        "common seeds: means over seeds [1] only (--common-seeds); "
+        "left out: None seeds 0, 2; IAE seed 0; LLM seed 2"
+    )
+    assert stored.runs == runs  # the stored experiment itself is not changed
+    # nothing to leave out: the note says which seeds, and no "left out"
+    whole = StoredExperiment({}, Path("."), [run("A", 0), run("B", 0)])
+    assert whole.common_seeds()[1] == "common seeds: means over seeds [0] only (--common-seeds)"
+    # no seed in common: every run kept, and the report says so instead of an empty table
+    apart = StoredExperiment({}, Path("."), [run("A", 0), run("B", 1)])
+    kept, note = apart.common_seeds()
+    assert kept.runs == apart.runs and "none is finished by every row" in note
+
+
 def _table_cells(report: str, title: str, label: str) -> list[str]:
     block = report.split(f"**{title}")[1]
     line = next(x for x in block.splitlines() if x.startswith(f"| {label}"))
@@ -496,6 +522,10 @@ def test_quick_experiment_end_to_end_and_report_from_stored_runs(tmp_path: Path)
     assert {p: (p / "results.json").stat().st_mtime_ns for p in runs_before} == stamps
 
     report = (out / "report.md").read_text()
+    assert "common seeds" not in report
+    cli("report", "--root", str(root), "--out", str(tmp_path / "common"), "--common-seeds")
+    common = (tmp_path / "common" / "report.md").read_text()
+    assert "- common seeds: means over seeds [0] only (--common-seeds)" in common
     assert "synthetic" in report and index["code_version"] in report
     assert f"- finished runs: 2 of {len(GRID)}" in report
     assert (

@@ -200,11 +200,21 @@ def report(
     fmt: Annotated[
         Literal["markdown", "html"], typer.Option("--format", help="markdown or html.")
     ] = "markdown",
+    common_seeds: Annotated[
+        bool,
+        typer.Option(
+            "--common-seeds",
+            help="Average each experiment over the seeds every one of its rows finished, so that "
+            "rows are compared on the same seeds (the report says which runs were left out).",
+        ),
+    ] = False,
 ) -> None:
     """One document (tables and PNG figures) from every stored experiment under --root."""
     from fedscope.experiments.suite.report import write_report
 
-    path = write_report(root, out, fmt, echo=lambda s: console.print(s, highlight=False))
+    path = write_report(
+        root, out, fmt, echo=lambda s: console.print(s, highlight=False), common_seeds=common_seeds
+    )
     console.print(f"wrote {path}", highlight=False)
 
 

@@ -231,6 +231,33 @@ class StoredExperiment:
             return []
         return domains_of(self.runs[0].results)
 
+    def common_seeds(self) -> tuple[StoredExperiment, str]:
+        """The same experiment with only the seeds every row (label) finished, and a sentence
+        saying what was left out.
+
+        Means over different seed sets are not comparable (a row averaged over seeds 0-2 beside
+        one over seed 0 alone mixes the seeds' spread into the difference). With no seed common
+        to every row, every run is kept and the sentence says so.
+        """
+        groups = self.by_label()
+        if not groups:
+            return self, ""
+        common = set.intersection(*({r.seed for r in runs} for runs in groups.values()))
+        if not common:
+            return self, "common seeds: none is finished by every row; each row keeps its own"
+        kept = StoredExperiment(self.index, self.folder, [r for r in self.runs if r.seed in common])
+        left = StoredExperiment(
+            self.index, self.folder, [r for r in self.runs if r.seed not in common]
+        )
+        sentence = f"common seeds: means over seeds {sorted(common)} only (--common-seeds)"
+        if left.runs:
+            sentence += "; left out: " + "; ".join(
+                f"{label} seed{'s' if len(runs) > 1 else ''} "
+                + ", ".join(str(s) for s in sorted(r.seed for r in runs))
+                for label, runs in left.by_label().items()
+            )
+        return kept, sentence
+
 
 class Experiment(ABC):
     """One table or figure group of the paper, as runs and a summary."""

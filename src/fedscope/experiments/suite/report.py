@@ -27,6 +27,7 @@ class Section:
     index: dict
     summary: Summary
     n_runs: int
+    seed_note: str = ""
 
 
 def _order(name: str) -> int:
@@ -34,7 +35,12 @@ def _order(name: str) -> int:
     return names.index(name) if name in names else len(names)
 
 
-def collect(root: Path, figures: Path, echo: Callable[[str], None] = print) -> list[Section]:
+def collect(
+    root: Path,
+    figures: Path,
+    echo: Callable[[str], None] = print,
+    common_seeds: bool = False,
+) -> list[Section]:
     sections = []
     indexes = sorted(
         find_indexes(root),
@@ -43,6 +49,9 @@ def collect(root: Path, figures: Path, echo: Callable[[str], None] = print) -> l
     experiments = available()
     for path in indexes:
         stored = load_stored(path)
+        seed_note = ""
+        if common_seeds:
+            stored, seed_note = stored.common_seeds()
         name = stored.index["experiment"]
         if stored.index.get("mode") == GRID_MODE:  # a `fedscope tune` grid under the same root
             summary = GridSearch(name, ()).summarise(stored, figures)
@@ -51,11 +60,11 @@ def collect(root: Path, figures: Path, echo: Callable[[str], None] = print) -> l
             continue
         else:
             summary = experiments[name].summarise(stored, figures)
-        sections.append(Section(stored.index, summary, len(stored.runs)))
+        sections.append(Section(stored.index, summary, len(stored.runs), seed_note))
     return sections
 
 
-def _facts(index: dict, n_runs: int) -> list[str]:
+def _facts(index: dict, n_runs: int, seed_note: str = "") -> list[str]:
     trained = [r for r in index["runs"] if r.get("wall_s") is not None]
     walls = [r["wall_s"] for r in trained]
     facts = [
@@ -70,6 +79,8 @@ def _facts(index: dict, n_runs: int) -> list[str]:
         "overrides (every run): " + (" ".join(index["base_overrides"]) or "none"),
         f"finished runs: {n_runs} of {len(index['runs'])}",
     ]
+    if seed_note:
+        facts.append(seed_note)
     unfinished = [r for r in index["runs"] if r.get("status") != "done"]
     if unfinished:
         facts.append(
@@ -96,12 +107,16 @@ def write_report(
     out: Path,
     fmt: Format = "markdown",
     echo: Callable[[str], None] = print,
+    common_seeds: bool = False,
 ) -> Path:
-    """Write ``out/report.md`` (or ``report.html``) and ``out/figures/*.png``."""
+    """Write ``out/report.md`` (or ``report.html``) and ``out/figures/*.png``.
+
+    ``common_seeds`` restricts each experiment to the seeds all its rows finished.
+    """
     out = Path(out)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    sections = collect(Path(root), figures, echo)
+    sections = collect(Path(root), figures, echo, common_seeds)
     if not sections:
         raise FileNotFoundError(
             f"{root}: no experiment index (*/*/experiment.json); run `fedscope experiment NAME`"
@@ -129,7 +144,7 @@ def _markdown(sections: list[Section], root: Path, stamp: str, out: Path) -> str
         idx = s.index
         parts.append(f"## {idx['title']} ({idx['experiment']}, {idx['mode']})")
         parts.append(idx["description"])
-        parts.append("\n".join(f"- {f}" for f in _facts(idx, s.n_runs)))
+        parts.append("\n".join(f"- {f}" for f in _facts(idx, s.n_runs, s.seed_note)))
         if idx.get("protocol_note"):
             parts.append(f"Protocol note: {idx['protocol_note']}")
         notes = [*idx.get("notes", []), *s.summary.notes]
@@ -156,7 +171,9 @@ def _html(sections: list[Section], root: Path, stamp: str, out: Path) -> str:
         body.append(f"<h2>{e(idx['title'])} ({e(idx['experiment'])}, {e(idx['mode'])})</h2>")
         body.append(f"<p>{e(idx['description'])}</p>")
         body.append(
-            "<ul>" + "".join(f"<li>{inline_html(f)}</li>" for f in _facts(idx, s.n_runs)) + "</ul>"
+            "<ul>"
+            + "".join(f"<li>{inline_html(f)}</li>" for f in _facts(idx, s.n_runs, s.seed_note))
+            + "</ul>"
         )
         notes = [*idx.get("notes", []), *s.summary.notes]
         if notes:
