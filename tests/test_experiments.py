@@ -526,6 +526,7 @@ def test_quick_experiment_end_to_end_and_report_from_stored_runs(tmp_path: Path)
     cli("report", "--root", str(root), "--out", str(tmp_path / "common"), "--common-seeds")
     common = (tmp_path / "common" / "report.md").read_text()
     assert "- common seeds: means over seeds [0] only (--common-seeds)" in common
+    assert f"- finished runs: 2 of {len(GRID)}" in common
     assert "synthetic" in report and index["code_version"] in report
     assert f"- finished runs: 2 of {len(GRID)}" in report
     assert (

@@ -49,7 +49,7 @@ def collect(
     experiments = available()
     for path in indexes:
         stored = load_stored(path)
-        seed_note = ""
+        n_runs, seed_note = len(stored.runs), ""  # finished runs, before any seed is left out
         if common_seeds:
             stored, seed_note = stored.common_seeds()
         name = stored.index["experiment"]
@@ -60,7 +60,7 @@ def collect(
             continue
         else:
             summary = experiments[name].summarise(stored, figures)
-        sections.append(Section(stored.index, summary, len(stored.runs), seed_note))
+        sections.append(Section(stored.index, summary, n_runs, seed_note))
     return sections
 
 
