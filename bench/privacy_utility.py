@@ -66,6 +66,7 @@ from fedscope.experiments.suite.rq6_privacy import (
     CONTROLLED_KEYS,
     PlanMaker,
     Point,
+    beta_note,
     build_grid,
     floors,
     infeasible,
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "calibration_note": CALIBRATION_NOTE[args.calibration],
         "seeds": args.seeds,
         "reference": reference,
+        "beta_note": beta_note(rows),
         "seconds": time.perf_counter() - t_start,
         "rows": rows,
     }
@@ -294,6 +296,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f"popularity floor: {reference['domain']} HR@10 "
             f"{100 * reference['popularity']['hr10_sampled']:.2f}"
         )
+    if summary["beta_note"] is not None:
+        print(f"note: {summary['beta_note']}")
     written = [csv_path, json_path]
     if not args.only_plan and plot(rows, reference, png_path, title) is not None:
         written.append(png_path)

@@ -117,3 +117,25 @@ def test_outputs_default_beside_the_runs(tmp_path: Path) -> None:
     args = script.parse_args([*TINY, "--root", str(tmp_path / "runs"), "--only-plan"])
     assert args.out.parent == tmp_path / "runs"
     assert args.out.name.startswith("privacy_utility_") and args.out.name.endswith("_plan")
+
+
+@pytest.mark.parametrize("scheme", ["equal", "powerlaw"])
+def test_beta_note_says_when_beta_cannot_change_any_budget(tmp_path: Path, scheme: str) -> None:
+    out = tmp_path / "plan"
+    argv = [*TINY, "--eps", "4", "--root", str(tmp_path / "runs"), "--out", str(out)]
+    argv += ["--set", f"partition.scheme={scheme}", "--betas", "0.3", "0.7", "--only-plan"]
+    argv += ["--set", "privacy.max_noise_multiplier=1000"]  # the smallest unequal client
+    _script().main(argv)
+    summary = json.loads(Path(f"{out}.json").read_text())
+    rows = _csv(Path(f"{out}.csv"))
+    low, high = rows[("adaptive-b0.3", "4.0")], rows[("adaptive-b0.7", "4.0")]
+    if scheme == "equal":
+        # 300 users over 4 clients: 75 each, so every beta gives every client eps_total / 4
+        assert low["eps_k_min"] == low["eps_k_max"] == high["eps_k_max"] == "1.0"
+        assert summary["beta_note"].startswith("clients of 75-75 users")
+        assert "repeat each other" in summary["beta_note"]
+    else:
+        # unequal clients: the larger beta spreads the budgets further apart
+        spread = [float(r["eps_k_max"]) / float(r["eps_k_min"]) for r in (low, high)]
+        assert 1.01 < spread[0] < spread[1]
+        assert summary["beta_note"] is None

@@ -85,6 +85,8 @@ CSV_COLUMNS = (
     "seed",
     "n_clients",
     "rounds",
+    "n_users_min",
+    "n_users_max",
     "eps_k_min",
     "eps_k_max",
     "noise_multiplier_min",
@@ -207,6 +209,8 @@ def plan_fields(plan: PrivacyPlan) -> dict[str, Any]:
     return {
         "n_clients": len(plan.clients),
         "rounds": plan.rounds,
+        "n_users_min": min(c.n_users for c in plan.clients),
+        "n_users_max": max(c.n_users for c in plan.clients),
         "eps_k_min": min(c.epsilon for c in plan.clients),
         "eps_k_max": max(c.epsilon for c in plan.clients),
         "noise_multiplier_min": min(zs),
@@ -409,6 +413,26 @@ def table_cells(
     return head, body
 
 
+def beta_note(rows: list[dict[str, Any]], tolerance: float = 0.01) -> str | None:
+    """Say so when beta cannot matter: with clients of (nearly) equal size every beta gives
+    every client (nearly) the same budget, so the adaptive curves at different beta are the
+    same runs up to that difference, not evidence about beta."""
+    betas = {r["beta"] for r in rows if r.get("clipping") == "adaptive"}
+    planned = [r for r in rows if r.get("eps_k_min") and r.get("n_users_min")]
+    if len(betas) < 2 or not planned:
+        return None
+    spread = max(r["eps_k_max"] / r["eps_k_min"] - 1 for r in planned)
+    if spread > tolerance:
+        return None
+    n_lo = min(r["n_users_min"] for r in planned)
+    n_hi = max(r["n_users_max"] for r in planned)
+    return (
+        f"clients of {n_lo}-{n_hi} users: at every point eps_k differs across clients by at "
+        f"most {100 * spread:.2g}%, so beta (which only reweights budgets by client size) "
+        "cannot change the runs; the curves at different beta repeat each other"
+    )
+
+
 def _status(runs: list[dict[str, Any]]) -> str:
     text = ", ".join(sorted({x["status"] for x in runs}))
     stops = sorted({x["stopped_round"] for x in runs if x.get("stopped_round") is not None})
@@ -600,6 +624,9 @@ class PrivacyUtility(Experiment):
         caption.append(
             f"popularity floor: {domain} HR@10 {100 * reference['popularity']['hr10_sampled']:.2f}"
         )
+        note = beta_note(rows)
+        if note is not None:
+            caption.append(note)
         out.tables.append(
             Table(
                 f"Privacy-utility grid: test metrics (%) on {domain}",
