@@ -149,6 +149,10 @@ def test_only_names_runs_of_the_plan(tmp_path: Path) -> None:
     message = " ".join(p.stderr.split())
     assert p.returncode == 2 and "no run named x, y in rq2_semantics" in message
     assert "Traceback" not in message and not root.exists()
+    # A repeated --only adds to the selection; it must not keep only its last value.
+    args = ("experiment", "rq2_semantics", "--reduced", "--root", str(root))
+    p = cli(*args, "--only", "x", "--only", "y", check=False)
+    assert p.returncode == 2 and "no run named x, y in" in " ".join(p.stderr.split())
 
 
 def test_a_path_under_the_root_is_compared_relative_to_it(tmp_path: Path) -> None:

@@ -72,12 +72,12 @@ def experiment(
         bool, typer.Option("--dry-run", help="List the runs, their overrides and which are stored.")
     ] = False,
     only: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--only",
             help="Train only these runs (names as in --dry-run's run directories, without "
-            "the -s<seed> suffix, comma-separated); the others are indexed as with "
-            "--stored-only.",
+            "the -s<seed> suffix; comma-separated, or --only repeated); the others are "
+            "indexed as with --stored-only.",
         ),
     ] = None,
     jobs: Annotated[
@@ -122,7 +122,10 @@ def experiment(
     )
     exp = get(name)
     plan = exp.plan(mode, _parse_seeds(seeds), overrides or [], root)
-    selected = None if only is None else [n.strip() for n in only.split(",") if n.strip()]
+    # Every --only counts: a repeated option must not silently keep only its last value.
+    selected = (
+        None if not only else [n.strip() for item in only for n in item.split(",") if n.strip()]
+    )
     try:
         check_only(plan, selected)
     except ValueError as exc:
