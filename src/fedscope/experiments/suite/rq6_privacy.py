@@ -427,9 +427,10 @@ def beta_note(rows: list[dict[str, Any]], tolerance: float = 0.01) -> str | None
     n_lo = min(r["n_users_min"] for r in planned)
     n_hi = max(r["n_users_max"] for r in planned)
     return (
-        f"clients of {n_lo}-{n_hi} users: at every point eps_k differs across clients by at "
-        f"most {100 * spread:.2g}%, so beta (which only reweights budgets by client size) "
-        "cannot change the runs; the curves at different beta repeat each other"
+        f"clients of {n_lo}-{n_hi} users: at every point the clients' eps_k lie within "
+        f"{100 * spread:.2g}% of each other, so beta (which only reweights budgets by client "
+        "size) moves no budget by more than that; the curves at different beta repeat each "
+        "other up to it"
     )
 
 
