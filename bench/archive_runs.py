@@ -4,7 +4,8 @@ Run directories (checkpoints included) live under ignored folders such as bench/
 lost with the machine that trained them. This keeps what the tables and convergence plots
 are made from: ``config.json``, ``run.json``, ``results.json`` and ``metrics.jsonl`` (plus
 ``privacy_report.json``, ``privacy_plan.json``, ``alignment.json`` and the per-instance
-``ranks.npz`` where present); checkpoints are left out. An experiment folder's index
+``ranks.npz`` and the training time an experiment command recorded, ``train_wall.json``,
+where present); checkpoints are left out. An experiment folder's index
 (``experiment.json``; a ``fedscope tune`` grid's ``tune.json`` too), its ``derived/`` caches
 (t-SNE embeddings, per-client evaluations: small, and not recomputable without the
 checkpoints) and the manifests of its semantic stores (``<store>/manifest.json``: what each
@@ -33,6 +34,7 @@ LIGHT_FILES = (
     "privacy_plan.json",
     "alignment.json",
     "ranks.npz",
+    "train_wall.json",
 )
 
 

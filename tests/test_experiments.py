@@ -580,8 +580,16 @@ def test_quick_experiment_end_to_end_and_report_from_stored_runs(tmp_path: Path)
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
 
     # Again: every run is reused, nothing is retrained.
+    walls = {r["name"]: r["wall_s"] for r in index["runs"]}
     again = cli(*args).stdout
     assert again.count("stored, reused") == 2
+    # An index rebuilt from nothing (two commands sharing a grid can drop each other's entries)
+    # still has each run's training time: the run directory keeps its own copy.
+    for old_index in root.rglob("experiment.json"):
+        old_index.unlink()
+    cli(*args, "--stored-only")
+    rebuilt = json.loads((root / "rq5_standalone" / "quick" / "experiment.json").read_text())
+    assert {r["name"]: r["wall_s"] for r in rebuilt["runs"]} == walls
     assert {p: (p / "results.json").stat().st_mtime_ns for p in runs_before} == stamps
     # A finished run that another command holds (reading it for its own plan, evaluating it)
     # is still stored to this one: two commands sharing a grid start on the same shared run.

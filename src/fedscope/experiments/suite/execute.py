@@ -46,6 +46,10 @@ from fedscope.processes import die_with_parent, process_table
 
 INDEX_FILE = "experiment.json"
 INDEX_LOCK = ".experiment.lock"
+# In a run directory: how long the experiment command that trained it took to train it. An
+# index also records it, but two commands sharing a grid rewrite one index and can drop each
+# other's entries; the run's own copy survives that, a rebuilt index and archiving.
+WALL_FILE = "train_wall.json"
 # How long an interrupted training process gets to shut its Flower simulation and Ray down
 # (ray.shutdown plus the wait for Ray's workers, about 15 s when busy) before it is killed.
 WORKER_STOP_GRACE_S = 60.0
@@ -227,6 +231,17 @@ def _previous_walls(root: Path) -> dict[str, float]:
     return walls
 
 
+def _write_wall(run_dir: Path, seconds: float) -> None:
+    atomic_write_text(run_dir / WALL_FILE, json.dumps({"wall_s": round(seconds, 1)}))
+
+
+def _stored_wall(run_dir: Path) -> float | None:
+    try:
+        return float(json.loads((run_dir / WALL_FILE).read_text())["wall_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # trained before the file existed, or not by an experiment command
+
+
 def _spec_json(spec: RunSpec) -> dict[str, Any]:
     return {
         "label": spec.label,
@@ -333,11 +348,13 @@ def execute(
         else:
             _, results, seconds = outcome
             reused = seconds is None
-            entry |= {
-                "status": "done",
-                "reused": reused,
-                "wall_s": walls.get(shown) if reused else round(seconds, 1),
-            }
+            if reused:
+                wall = walls.get(shown)
+                wall = _stored_wall(root / shown) if wall is None else wall
+            else:
+                _write_wall(root / shown, seconds)
+                wall = round(seconds, 1)
+            entry |= {"status": "done", "reused": reused, "wall_s": wall}
             entry.pop("note", None)
             meta = results["run"]
             index.setdefault("dataset", meta["dataset"])
